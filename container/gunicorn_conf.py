@@ -1,0 +1,113 @@
+"""gunicorn settings for the SageMaker serving container, all derived from the environment.
+
+Read by ``container/serve`` in the gunicorn master, before any worker forks.
+
+- One worker per GPU, each pinned to its GPU (``post_fork``); 1 worker on CPU.
+  ``SAGEMAKER_MODEL_SERVER_WORKERS`` overrides.
+- No ``preload_app``: each worker loads its own model after the fork, so CUDA
+  is never initialised in the master (a CUDA context does not survive fork).
+  For the same reason GPUs are counted here without touching CUDA.
+- ``gthread`` workers: one thread per connection, so /ping is answered while
+  a long transcription runs in the worker's inference thread.
+- Request timeout ``SAGEMAKER_MODEL_SERVER_TIMEOUT`` (default 3600 s, what
+  async inference allows); SIGTERM drains in-flight requests for 30 s.
+- No body-size cap (``WHISPER_MAX_BODY_MB`` sets one, enforced by the app).
+- Logs go to stdout; gunicorn's access log is off in favour of the app's
+  one structured JSON line per invocation.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+
+from serve.settings import Settings
+
+settings = Settings.from_env()
+
+
+def visible_gpus() -> list[str]:
+    """GPU ids this container may use, found without initialising CUDA."""
+    if settings.device == "cpu":
+        return []
+    mask = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if mask is not None:
+        ids = [g.strip() for g in mask.split(",") if g.strip()]
+        return [] if ids[:1] == ["-1"] else ids
+    proc_gpus = glob.glob("/proc/driver/nvidia/gpus/*")
+    if proc_gpus:
+        return [str(i) for i in range(len(proc_gpus))]
+    if shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20).stdout
+            return [str(i) for i, line in enumerate(l for l in out.splitlines() if l.startswith("GPU "))]
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return []
+
+
+GPUS = visible_gpus()
+# An explicit device (cuda:N) is the operator's choice: don't re-pin workers.
+PIN_GPUS = bool(GPUS) and settings.device in ("auto", "cuda")
+
+bind = f"{os.environ.get('WHISPER_BIND_HOST') or '0.0.0.0'}:{settings.port}"
+workers = settings.workers or max(1, len(GPUS))
+worker_class = "gthread"
+threads = int(os.environ.get("WHISPER_SERVER_THREADS") or 16)
+timeout = settings.timeout
+graceful_timeout = 30
+keepalive = 75  # longer than the idle timeout of SageMaker's front end (60 s)
+preload_app = False
+limit_request_line = 8190
+limit_request_field_size = 16384  # custom attributes are 1024 chars; leave room for signatures
+accesslog = None
+errorlog = "-"
+loglevel = settings.log_level
+capture_output = False
+# gunicorn >= 24 opens a control socket at a fixed path; several servers on one host
+# (tests, local runs) would fight over it, and the container has no use for it.
+control_socket_disable = True
+
+# The app reports MaxConcurrentTransforms = workers x per-worker concurrency.
+os.environ["WHISPER_SERVER_WORKERS"] = str(workers)
+
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"},
+                   "bare": {"format": "%(message)s"}},
+    "handlers": {
+        "stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "plain"},
+        "events": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "bare"},
+    },
+    "root": {"level": settings.log_level.upper(), "handlers": ["stdout"]},
+    "loggers": {
+        "gunicorn.error": {"level": settings.log_level.upper(), "handlers": ["stdout"], "propagate": False},
+        "gunicorn.access": {"level": "WARNING", "handlers": ["stdout"], "propagate": False},
+        # One JSON object per line, nothing around it, so log tools can parse it.
+        "serve.events": {"level": "INFO", "handlers": ["events"], "propagate": False},
+    },
+}
+
+
+def pre_fork(server, worker):
+    """Give the new worker the lowest slot no live worker holds (a restarted worker reuses its GPU)."""
+    taken = {getattr(w, "slot", None) for w in server.WORKERS.values()}
+    worker.slot = next(i for i in range(len(taken) + 1) if i not in taken)
+
+
+def post_fork(server, worker):
+    """In the worker, before the app loads: see only our GPU, or share the CPU cores fairly."""
+    slot = getattr(worker, "slot", 0)
+    os.environ["WHISPER_WORKER_SLOT"] = str(slot)
+    if PIN_GPUS:
+        gpu = GPUS[slot % len(GPUS)]
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+        os.environ["WHISPER_DEVICE"] = "cuda:0"
+        server.log.info("worker %d (slot %d) pinned to GPU %s", worker.pid, slot, gpu)
+    elif workers > 1 and not settings.cpu_threads:
+        cores = len(os.sched_getaffinity(0))
+        os.environ["WHISPER_CPU_THREADS"] = str(max(1, cores // workers))
+

@@ -1,0 +1,262 @@
+"""``whisper-deploy`` / ``python -m deploy``: one CLI from image to transcript.
+
+Flags are parsed here and nothing else: every flag is documented once, in its
+argparse help; the work is in :mod:`deploy.flows`. Results (URIs, transcripts) go
+to stdout, progress to stderr, so the commands compose in shell scripts
+(build_and_push.sh reads the image URI from ``ecr-repository``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Optional, Sequence
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from . import flows, limits
+from . import requests as rq
+from .aws import Executor, WaitError
+
+DEFAULT_INSTANCE = "ml.g5.xlarge"
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def _wait_flags(poll: float) -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--no-wait", action="store_true", help="return once the request is accepted")
+    parent.add_argument("--poll", type=float, default=poll, help=f"seconds between status checks (default {poll:g})")
+    parent.add_argument("--wait-timeout", type=float, default=3600.0,
+                        help="give up waiting after this many seconds (default 3600)")
+    return parent
+
+
+def _hosting_flags() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--name", required=True, help="endpoint name (1-63 chars, letters, digits, hyphens)")
+    parent.add_argument("--model", required=True, help="SageMaker model name (from create-model)")
+    parent.add_argument("--config-name", help="endpoint config name (default: NAME-<UTC timestamp>, so NAME "
+                        "may be at most 48 characters; a fresh name lets an existing endpoint be updated)")
+    parent.add_argument("--instance-type", default=DEFAULT_INSTANCE, help=f"default {DEFAULT_INSTANCE} (one A10G GPU)")
+    parent.add_argument("--instance-count", type=int, default=1, help="InitialInstanceCount, at least 1 (default 1)")
+    parent.add_argument("--startup-timeout", type=int, default=600,
+                        help="ContainerStartupHealthCheckTimeoutInSeconds, 60-3600 (default 600): model load "
+                             "and warm-up must finish before /ping answers")
+    parent.add_argument("--download-timeout", type=int, default=600,
+                        help="ModelDataDownloadTimeoutInSeconds, 60-3600 (default 600)")
+    parent.add_argument("--max-instances", type=int,
+                        help="enable autoscaling up to this many instances (MaxCapacity)")
+    return parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="whisper-deploy",
+        description="Deploy the Whisper container to SageMaker and transcribe with it: real-time, batch, async.")
+    parser.add_argument("--region", help="AWS region (default: AWS_REGION / AWS_DEFAULT_REGION / the profile's)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print each API request as one JSON line (service, operation, params); call nothing")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("account", help="print the AWS account id (STS GetCallerIdentity)")
+
+    p = sub.add_parser("ecr-repository", help="create the ECR repository if missing; print the image URI")
+    p.add_argument("repository", help="ECR repository name")
+    p.add_argument("--tag", default="latest", help="image tag (default latest)")
+
+    sub.add_parser("ecr-login-password", help="print an ECR password for `docker login --password-stdin`")
+
+    p = sub.add_parser("upload", help="upload a file (model.tar.gz) to S3; print its s3:// URI")
+    p.add_argument("file")
+    p.add_argument("s3_uri", help="s3://bucket/key, or s3://bucket/prefix/ to keep the file name")
+
+    p = sub.add_parser("create-model", help="register the image + model data as a SageMaker model")
+    p.add_argument("--name", required=True, help="model name (1-63 chars)")
+    p.add_argument("--image", required=True, help="ECR image URI (from build_and_push.sh)")
+    p.add_argument("--role", required=True, help="execution role ARN SageMaker assumes (ECR pull, S3 read/write)")
+    p.add_argument("--model-data", help="s3://.../model.tar.gz; omitted: the image's baked or embedded model")
+    p.add_argument("--backend", default="auto", choices=("auto", "openai", "transformers", "ctranslate2"),
+                   help="WHISPER_BACKEND (default auto: chosen from the model files)")
+    p.add_argument("--chunk-length-s", type=float, help="WHISPER_CHUNK_LENGTH_S")
+    p.add_argument("--batch-size", type=int, help="WHISPER_BATCH_SIZE")
+    p.add_argument("--language", help="WHISPER_LANGUAGE default language (e.g. en)")
+    p.add_argument("--compute-type", help="WHISPER_COMPUTE_TYPE (float16, int8_float16, ...)")
+    p.add_argument("--workers", type=int, help="SAGEMAKER_MODEL_SERVER_WORKERS")
+    p.add_argument("--server-timeout", type=int, help="SAGEMAKER_MODEL_SERVER_TIMEOUT seconds per request")
+    p.add_argument("--env", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
+                   help="extra container environment (repeatable; at most 100 entries in all)")
+
+    p = sub.add_parser("realtime", parents=[_hosting_flags(), _wait_flags(30)],
+                       help="endpoint config + endpoint; wait for InService; optional autoscaling")
+    p.add_argument("--min-instances", type=int, default=1, help="autoscaling MinCapacity, at least 1 (default 1)")
+    p.add_argument("--target-invocations", type=float, default=10.0,
+                   help="SageMakerVariantInvocationsPerInstance target, per minute (default 10)")
+
+    p = sub.add_parser("async", parents=[_hosting_flags(), _wait_flags(30)],
+                       help="async endpoint (S3 in/out, SNS); optional autoscaling 0..N on backlog")
+    p.add_argument("--output", required=True, help="S3OutputPath for results (s3://bucket/prefix)")
+    p.add_argument("--failure", required=True, help="S3FailurePath for errors (s3://bucket/prefix)")
+    p.add_argument("--success-topic", help="SNS topic ARN notified on success")
+    p.add_argument("--error-topic", help="SNS topic ARN notified on failure")
+    p.add_argument("--max-concurrent", type=int, default=1,
+                   help="MaxConcurrentInvocationsPerInstance, 1-1000 (default 1: one GPU, one transcription)")
+    p.add_argument("--min-instances", type=int, default=0, help="autoscaling MinCapacity (default 0: scale to zero)")
+    p.add_argument("--target-backlog", type=float, default=5.0,
+                   help="ApproximateBacklogSizePerInstance target (default 5 queued requests)")
+
+    p = sub.add_parser("batch", parents=[_wait_flags(60)],
+                       help="transform job over an S3 prefix; wait; print the .out URIs")
+    p.add_argument("--name", required=True, help="transform job name (1-63 chars, unique per region)")
+    p.add_argument("--model", required=True, help="SageMaker model name")
+    p.add_argument("--input", required=True, help="s3://bucket/prefix holding one audio file per object")
+    p.add_argument("--output", required=True, help="s3://bucket/prefix for <file>.out transcripts")
+    p.add_argument("--accept", default="application/json", choices=limits.ACCEPT_TYPES,
+                   help="output format of each .out (default application/json)")
+    p.add_argument("--content-type", help="ContentType sent with every file (default: none, ffmpeg sniffs)")
+    p.add_argument("--instance-type", default=DEFAULT_INSTANCE, help=f"default {DEFAULT_INSTANCE}")
+    p.add_argument("--instance-count", type=int, default=1, help="default 1")
+    p.add_argument("--max-payload-mb", type=int, default=100,
+                   help="MaxPayloadInMB, 0-100 (default 100): the largest audio file accepted")
+    p.add_argument("--max-concurrent", type=int, default=1,
+                   help="MaxConcurrentTransforms; times --max-payload-mb at most 100 (default 1)")
+    p.add_argument("--invocation-timeout", type=int, default=3600,
+                   help="InvocationsTimeoutInSeconds per file, 1-3600 (default 3600)")
+    p.add_argument("--retries", type=int, default=1, help="InvocationsMaxRetries, 0-3 (default 1)")
+    p.add_argument("--env", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
+                   help="job environment overriding the model's (repeatable; at most 16)")
+
+    p = sub.add_parser("invoke", help="real-time: send one file (at most 6 MB), print the transcript")
+    _invoke_flags(p)
+
+    p = sub.add_parser("invoke-async", parents=[_wait_flags(10)],
+                       help="async: upload one file (at most 1 GB), invoke, poll S3 for the transcript")
+    _invoke_flags(p)
+    p.add_argument("--input-prefix", required=True, help="s3://bucket/prefix where the input file is uploaded")
+    p.add_argument("--invocation-timeout", type=int, help="InvocationTimeoutSeconds, 1-3600")
+    p.add_argument("--request-ttl", type=int, help="RequestTTLSeconds a queued request may wait, 60-21600")
+
+    p = sub.add_parser("cleanup", help="deregister scaling; delete endpoint, config, model (safe to repeat)")
+    p.add_argument("--endpoint", help="endpoint to delete (its config and model are found from it)")
+    p.add_argument("--config", help="endpoint config to delete (when the endpoint is already gone)")
+    p.add_argument("--model", help="model to delete (when endpoint and config are already gone)")
+    p.add_argument("--transform-job", help="stop this transform job if still running; delete its model")
+    p.add_argument("--delete-outputs", action="store_true",
+                   help="also delete the async S3 output/failure prefixes and the transform job's output")
+    p.add_argument("--s3-prefix", action="append", default=[], help="another s3:// prefix to empty (repeatable)")
+    return parser
+
+
+def _invoke_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--endpoint", required=True, help="endpoint name")
+    p.add_argument("file", help="audio file (any format ffmpeg reads) or a JSON request body")
+    p.add_argument("--accept", default="application/json", choices=limits.ACCEPT_TYPES,
+                   help="transcript format (default application/json)")
+    p.add_argument("--content-type", help="default: from the file extension")
+    p.add_argument("--attributes", help='CustomAttributes, e.g. "language=en;word_timestamps=true" (<= 1024 chars)')
+    p.add_argument("--out", help="write the transcript here instead of stdout")
+
+
+def _wait(args) -> flows.Wait:
+    return flows.Wait(enabled=not args.no_wait, poll_s=args.poll, timeout_s=args.wait_timeout)
+
+
+def _config_request(args, async_config: Optional[dict]) -> rq.Request:
+    return rq.create_endpoint_config(
+        args.config_name or flows.timestamped(args.name), args.model, args.instance_type, args.instance_count,
+        args.startup_timeout, args.download_timeout, async_config)
+
+
+def _emit(data: bytes, out: Optional[str]) -> None:
+    if out:
+        with open(out, "wb") as handle:
+            handle.write(data)
+    else:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+
+
+def run(args, ex: Executor) -> None:
+    """Dispatch one parsed command. In a dry run stdout carries only the request lines."""
+    cmd = args.command
+
+    def result(text: str) -> None:
+        if not ex.dry_run:
+            print(text)
+
+    if cmd == "account":
+        result(flows.account_id(ex))
+    elif cmd == "ecr-repository":
+        result(flows.ensure_repository(ex, args.repository, args.tag, _log))
+    elif cmd == "ecr-login-password":
+        password = flows.ecr_password(ex)
+        if password:
+            result(password)
+    elif cmd == "upload":
+        result(flows.upload(ex, args.file, args.s3_uri))
+    elif cmd == "create-model":
+        env = rq.model_environment(
+            backend=args.backend, model_data=bool(args.model_data), chunk_length_s=args.chunk_length_s,
+            batch_size=args.batch_size, language=args.language, compute_type=args.compute_type,
+            workers=args.workers, timeout_s=args.server_timeout, extra=dict(args.env))
+        result(flows.create_model(ex, rq.create_model(args.name, args.image, args.role, env, args.model_data)))
+    elif cmd == "realtime":
+        scaling = (flows.Scaling(args.min_instances, args.max_instances, args.target_invocations)
+                   if args.max_instances is not None else None)
+        endpoint = flows.deploy_endpoint(ex, args.name, _config_request(args, None), scaling, _wait(args), _log)
+        result(json.dumps({k: endpoint.get(k) for k in ("EndpointName", "EndpointConfigName", "EndpointStatus")}))
+    elif cmd == "async":
+        async_config = rq.async_inference_config(args.output, args.failure, args.max_concurrent,
+                                                 args.success_topic, args.error_topic)
+        scaling = (flows.Scaling(args.min_instances, args.max_instances, args.target_backlog)
+                   if args.max_instances is not None else None)
+        endpoint = flows.deploy_endpoint(ex, args.name, _config_request(args, async_config), scaling,
+                                         _wait(args), _log)
+        result(json.dumps({k: endpoint.get(k) for k in ("EndpointName", "EndpointConfigName", "EndpointStatus")}))
+    elif cmd == "batch":
+        job = rq.create_transform_job(
+            args.name, args.model, args.input, args.output, instance_type=args.instance_type,
+            instance_count=args.instance_count, accept=args.accept, max_payload_mb=args.max_payload_mb,
+            max_concurrent=args.max_concurrent, timeout_s=args.invocation_timeout, retries=args.retries,
+            content_type=args.content_type, environment=dict(args.env))
+        for uri in flows.run_batch(ex, job, _wait(args), _log):
+            result(uri)
+    elif cmd == "invoke":
+        _emit(flows.invoke(ex, args.endpoint, args.file, args.accept, args.attributes, args.content_type), args.out)
+    elif cmd == "invoke-async":
+        location, body = flows.invoke_async(
+            ex, args.endpoint, args.file, args.input_prefix, args.accept, args.attributes, args.content_type,
+            args.invocation_timeout, args.request_ttl, _wait(args), _log)
+        if body or (args.out and not ex.dry_run):
+            _emit(body, args.out)
+        else:
+            result(location)
+    elif cmd == "cleanup":
+        if not (args.endpoint or args.config or args.model or args.transform_job):
+            raise limits.LimitError("cleanup needs --endpoint, --config, --model or --transform-job")
+        flows.cleanup(ex, args.endpoint, args.config, args.model, args.transform_job, args.delete_outputs,
+                      args.s3_prefix, _log)
+
+
+def main(argv: Optional[Sequence[str]] = None, executor: Optional[Executor] = None) -> int:
+    args = build_parser().parse_args(argv)
+    ex = executor or Executor(region=args.region, dry_run=args.dry_run)
+    try:
+        run(args, ex)
+    except limits.LimitError as error:
+        print(f"whisper-deploy: limit: {error}", file=sys.stderr)
+        return 2
+    except (WaitError, ClientError, BotoCoreError, FileNotFoundError) as error:
+        print(f"whisper-deploy: error: {error}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,111 @@
+"""Response formats chosen by the Accept header: JSON, text, WebVTT, SubRip, TSV.
+
+The subtitle writers follow openai-whisper's ``get_writer`` output (so files
+are interchangeable with the ``whisper`` CLI's), but write to a string.
+Accept is parsed with q-values (werkzeug's MIMEAccept): ``*/*`` or no
+Accept gives JSON; a type we cannot produce is a 406 listing what we can.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from werkzeug.datastructures import MIMEAccept
+from werkzeug.http import parse_accept_header
+
+from .errors import NotAcceptableError
+from .transcription import Transcription
+
+
+@dataclass(frozen=True)
+class Writer:
+    mimetype: str
+    extension: str
+    render: Callable[[Transcription, dict], str]
+    """(transcription, extra JSON fields) -> body text."""
+
+    @property
+    def content_type(self) -> str:
+        return self.mimetype if self.mimetype == "application/json" else f"{self.mimetype}; charset=utf-8"
+
+
+def format_timestamp(seconds: float, always_include_hours: bool = False, decimal_marker: str = ".") -> str:
+    """``HH:MM:SS.mmm`` as whisper writes it (hours optional for WebVTT, comma for SubRip)."""
+    assert seconds >= 0, "non-negative timestamp expected"
+    millis = round(seconds * 1000.0)
+    hours, millis = divmod(millis, 3_600_000)
+    minutes, millis = divmod(millis, 60_000)
+    secs, millis = divmod(millis, 1_000)
+    hours_marker = f"{hours:02d}:" if always_include_hours or hours > 0 else ""
+    return f"{hours_marker}{minutes:02d}:{secs:02d}{decimal_marker}{millis:03d}"
+
+
+def _cues(t: Transcription):
+    """(start, end, text) per segment with text; a segment-less result is one cue over the audio."""
+    if not t.segments:
+        if t.text.strip():
+            yield 0.0, t.duration, t.text.strip()
+        return
+    for s in t.segments:
+        text = s.text.strip().replace("-->", "->")  # "-->" would end a cue's timing line
+        if text:
+            yield s.start, s.end, text
+
+
+def render_json(t: Transcription, extra: dict) -> str:
+    return json.dumps({**t.to_dict(), **extra}, ensure_ascii=False)
+
+
+def render_text(t: Transcription, extra: dict) -> str:
+    lines = [text for _, _, text in _cues(t)]
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def render_vtt(t: Transcription, extra: dict) -> str:
+    out = ["WEBVTT", ""]
+    for start, end, text in _cues(t):
+        out += [f"{format_timestamp(start)} --> {format_timestamp(end)}", text, ""]
+    return "\n".join(out)
+
+
+def render_srt(t: Transcription, extra: dict) -> str:
+    out = []
+    for i, (start, end, text) in enumerate(_cues(t), start=1):
+        stamp = lambda x: format_timestamp(x, always_include_hours=True, decimal_marker=",")  # noqa: E731
+        out += [str(i), f"{stamp(start)} --> {stamp(end)}", text, ""]
+    return "\n".join(out)
+
+
+def render_tsv(t: Transcription, extra: dict) -> str:
+    """``start<TAB>end<TAB>text`` in integer milliseconds, as whisper's tsv writer."""
+    rows = ["start\tend\ttext"]
+    rows += [f"{round(1000 * start)}\t{round(1000 * end)}\t{text.replace(chr(9), ' ')}" for start, end, text in _cues(t)]
+    return "\n".join(rows) + "\n"
+
+
+WRITERS: tuple[Writer, ...] = (
+    # Order matters: on a tie (*/*, text/*) the first listed wins.
+    Writer("application/json", "json", render_json),
+    Writer("text/plain", "txt", render_text),
+    Writer("text/vtt", "vtt", render_vtt),
+    Writer("application/x-subrip", "srt", render_srt),
+    Writer("text/tab-separated-values", "tsv", render_tsv),
+)
+SUPPORTED = tuple(w.mimetype for w in WRITERS)
+DEFAULT = WRITERS[0]
+
+
+def writer_for_accept(accept: Optional[str]) -> Writer:
+    """The writer the Accept header prefers; JSON when there is none. Raises NotAcceptableError."""
+    if accept is None or not accept.strip():
+        return DEFAULT
+    # Media-type parameters (charset=...) would stop werkzeug matching the bare type: drop them.
+    parsed = MIMEAccept([(value.split(";")[0].strip(), q) for value, q in parse_accept_header(accept, MIMEAccept)])
+    best = parsed.best_match(SUPPORTED)
+    if best is None:
+        raise NotAcceptableError(
+            f"cannot produce {accept!r}; supported Accept types: {', '.join(SUPPORTED)} (*/* gives JSON)"
+        )
+    return next(w for w in WRITERS if w.mimetype == best)

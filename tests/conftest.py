@@ -1,0 +1,73 @@
+"""Shared fixtures: the espeak-ng corpus, and each backend loaded once on the real tiny.en."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests import speech
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL_CACHE = ROOT / ".cache" / "models"
+"""Converted embedded model, kept between test sessions (conversion is exact and deterministic)."""
+
+BACKEND_NAMES = ("openai", "transformers", "ctranslate2")
+
+# Nothing in the tests may reach a model hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def corpus() -> list[speech.Clip]:
+    return speech.corpus(16)
+
+
+@pytest.fixture(scope="session")
+def long_clip() -> speech.Clip:
+    clip = speech.long_clip(3.0)
+    assert speech.duration(clip.path) >= 180
+    return clip
+
+
+@pytest.fixture(scope="session")
+def empty_model_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("empty-model-dir")
+
+
+def backend_settings(name: str, model_dir: Path, **env: str):
+    from serve.settings import Settings
+
+    base = {"WHISPER_MODEL_DIR": str(model_dir), "WHISPER_BACKEND": name,
+            "WHISPER_CACHE_DIR": str(MODEL_CACHE), "WHISPER_DEVICE": "cpu"}
+    base.update(env)
+    return Settings.from_env(base)
+
+
+_loaded: dict = {}
+
+
+@pytest.fixture(scope="session", params=BACKEND_NAMES)
+def backend(request, empty_model_dir):
+    """Each backend on the embedded tiny.en, loaded once per session."""
+    from serve.backends import load_backend
+
+    name = request.param
+    if name not in _loaded:
+        _loaded[name] = load_backend(backend_settings(name, empty_model_dir))
+    return _loaded[name]
+
+
+@pytest.fixture(scope="session")
+def load_named_backend(empty_model_dir):
+    """Load a backend by name (cached), for tests that need one in particular."""
+    from serve.backends import load_backend
+
+    def load(name: str):
+        if name not in _loaded:
+            _loaded[name] = load_backend(backend_settings(name, empty_model_dir))
+        return _loaded[name]
+
+    return load

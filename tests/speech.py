@@ -1,0 +1,181 @@
+"""Speech with known text, made offline by espeak-ng, and the metrics to score it.
+
+Used by the tests and by ``bench/``. Files are cached under
+``.cache/speech/`` (keyed by their text, voice and format) so a test session
+makes each only once.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import random
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / ".cache" / "speech"
+
+VOICES = ("en-us", "en-gb", "en-us+f3", "en-gb-x-rp", "en-us+m3", "en-029")
+"""Several accents and a female variant, so the tests don't fit one voice."""
+
+SENTENCES = (
+    "The quick brown fox jumps over the lazy dog.",
+    "Please call Stella and ask her to bring these things with her from the store.",
+    "The weather today is sunny with a light breeze from the west.",
+    "We need to finish the quarterly report before the meeting on Friday.",
+    "She sells fresh vegetables at the market every Saturday morning.",
+    "The train to the airport leaves from platform four every hour.",
+    "Our team released a new version of the software last week.",
+    "The museum opens at nine and closes late on Thursday evenings.",
+    "He planted tomatoes, carrots and beans in the garden behind the house.",
+    "Remember to turn off the lights when you leave the office.",
+    "The children were playing football in the park until it started to rain.",
+    "A good night of sleep helps the brain store new memories.",
+    "The library has thousands of books about history and science.",
+    "My brother is learning to play the piano and the guitar.",
+    "The restaurant on the corner serves excellent coffee and pastries.",
+    "Scientists discovered a new species of frog in the rain forest.",
+    "The river flows slowly through the valley toward the sea.",
+    "Could you send me the slides from yesterday's presentation?",
+)
+
+_SUBJECTS = ("the engineer", "my neighbour", "the old captain", "a young student", "the baker", "our manager",
+             "the pilot", "a tired doctor", "the gardener", "the musician", "a quiet farmer", "the teacher")
+_VERBS = ("painted", "repaired", "carried", "described", "found", "cleaned", "opened", "borrowed",
+          "delivered", "photographed", "measured", "explained")
+_OBJECTS = ("a wooden chair", "the broken window", "a heavy suitcase", "the river bridge", "a silver watch",
+            "the kitchen table", "a small boat", "the garden fence", "a blue bicycle", "the stone wall",
+            "a yellow kite", "the office printer")
+_PLACES = ("near the harbour", "before breakfast", "after the storm", "in the village", "behind the station",
+           "during the festival", "at the end of the street", "under the bright moon", "beside the lake",
+           "on a cold morning", "in the busy market", "next to the church")
+
+
+def story_sentences(count: int, seed: int = 7) -> list[str]:
+    """``count`` distinct plain sentences (no digits, so normalisation can't blur them)."""
+    rng = random.Random(seed)
+    seen: set[str] = set()
+    out = []
+    while len(out) < count:
+        s = f"{rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {rng.choice(_OBJECTS)} {rng.choice(_PLACES)}."
+        if s not in seen:
+            seen.add(s)
+            out.append(s[0].upper() + s[1:])
+    return out
+
+
+@dataclass(frozen=True)
+class Clip:
+    path: Path
+    text: str
+    voice: str
+
+
+def _run(cmd: list[str]) -> None:
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def speak(text: str, voice: str = "en-us", fmt: str = "wav", pause_ms: int = 0, speed: int = 160) -> Clip:
+    """A cached clip of ``text`` spoken by ``voice``, at 16 kHz, in ``fmt`` (wav, mp3, ogg, flac, m4a, webm, mp4)."""
+    if shutil.which("espeak-ng") is None or shutil.which("ffmpeg") is None:
+        raise RuntimeError("espeak-ng and ffmpeg are needed to make test speech (scripts/setup.sh installs them)")
+    key = hashlib.sha1(f"{text}|{voice}|{pause_ms}|{speed}".encode()).hexdigest()[:16]
+    CACHE.mkdir(parents=True, exist_ok=True)
+    wav = CACHE / f"{key}.wav"
+    if not wav.exists():
+        raw = CACHE / f"{key}.raw.wav"
+        # espeak-ng's -g is the gap between words in 10 ms units; sentence pauses come from the text.
+        _run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(raw), text])
+        tmp = CACHE / f"{key}.tmp.wav"
+        _run(["ffmpeg", "-y", "-loglevel", "error", "-i", str(raw), "-ar", "16000", "-ac", "1", str(tmp)])
+        raw.unlink()
+        tmp.rename(wav)
+    return Clip(convert(wav, fmt), text, voice)
+
+
+_FORMAT_ARGS = {
+    "wav": [],
+    "mp3": ["-c:a", "libmp3lame", "-b:a", "64k"],
+    "ogg": ["-c:a", "libopus", "-b:a", "32k"],
+    "flac": ["-c:a", "flac"],
+    "m4a": ["-c:a", "aac", "-b:a", "64k"],
+    "webm": ["-c:a", "libopus", "-b:a", "32k"],
+    # a video file with an audio track: users send screen recordings
+    "mp4": ["-f", "lavfi", "-i", "color=c=black:s=64x64:r=5", "-c:v", "libx264", "-c:a", "aac"],
+}
+
+
+def convert(wav: Path, fmt: str) -> Path:
+    if fmt == "wav":
+        return wav
+    out = wav.with_suffix(f".{fmt}")
+    if not out.exists():
+        tmp = out.with_name(out.stem + ".tmp." + fmt)
+        # -t: the lavfi video source of mp4 is endless
+        _run(["ffmpeg", "-y", "-loglevel", "error", "-i", str(wav), *_FORMAT_ARGS[fmt],
+              "-t", f"{duration(wav):.3f}", str(tmp)])
+        tmp.rename(out)
+    return out
+
+
+def corpus(count: int = 16, fmt: str = "wav") -> list[Clip]:
+    """The short test corpus: ``count`` sentences, voices in rotation."""
+    return [speak(s, VOICES[i % len(VOICES)], fmt) for i, s in enumerate(SENTENCES[:count])]
+
+
+def long_clip(minutes: float, voice: str = "en-us", fmt: str = "wav") -> Clip:
+    """One file of at least ``minutes`` of continuous speech with known text."""
+    # a story sentence takes ~3.3 s at espeak's 160 words a minute
+    count = int(minutes * 60 / 3.3) + 1
+    text = " ".join(story_sentences(count))
+    return speak(text, voice, fmt)
+
+
+def duration(path: Path) -> float:
+    out = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)],
+                         check=True, capture_output=True, text=True).stdout
+    return float(out.strip())
+
+
+# ---- scoring ----------------------------------------------------------------
+
+def normalize(text: str) -> str:
+    """Whisper's own English normaliser (spelling, numbers, punctuation)."""
+    from whisper.normalizers import EnglishTextNormalizer
+
+    return EnglishTextNormalizer()(text)
+
+
+def wer(references: list[str], hypotheses: list[str]) -> float:
+    import jiwer
+
+    return jiwer.wer([normalize(r) for r in references], [normalize(h) or "<empty>" for h in hypotheses])
+
+
+def missing_sentences(sentences: list[str], hypothesis: str, min_fraction: float = 0.5) -> list[str]:
+    """The sentences of which fewer than ``min_fraction`` words appear, in order, in ``hypothesis``.
+
+    The words of all sentences are aligned with the hypothesis at once, so a
+    sentence is only found where it belongs, not anywhere in the text.
+    """
+    ref_words, owner = [], []
+    for i, s in enumerate(sentences):
+        words = normalize(s).split()
+        ref_words += words
+        owner += [i] * len(words)
+    hyp_words = normalize(hypothesis).split()
+    matched = [0] * len(sentences)
+    matcher = difflib.SequenceMatcher(a=ref_words, b=hyp_words, autojunk=False)
+    for block in matcher.get_matching_blocks():
+        for k in range(block.size):
+            matched[owner[block.a + k]] += 1
+    return [s for i, s in enumerate(sentences)
+            if matched[i] < min_fraction * len(normalize(s).split())]
+
+
+def split_sentences(text: str) -> list[str]:
+    return [s for s in re.split(r"(?<=[.?!])\s+", text.strip()) if s]

@@ -1,0 +1,133 @@
+"""Local batch transform against a stand-in container (the real server is in test_localmodes_e2e)."""
+
+from __future__ import annotations
+
+import boto3
+import pytest
+
+from localmodes import batch_transform
+from localmodes.batch_transform import JobConfig, transform
+from tests.test_localmodes_support import StandIn, aws_env, moto  # noqa: F401  (fixtures)
+
+FAST = JobConfig(accept="text/plain", retry_delay=0.01)
+
+
+def make_inputs(root, names_and_bodies):
+    for name, body in names_and_bodies.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(body)
+
+
+def test_every_object_becomes_one_request_and_one_out_file(tmp_path):
+    inputs, outputs = tmp_path / "in", tmp_path / "out"
+    make_inputs(inputs, {"a.wav": b"a" * 10, "talks/b.mp3": b"b" * 20, "talks/2024/c.webm": b"c" * 30,
+                         "notes.bin": b"d" * 40})
+    stand_in = StandIn(max_concurrent_transforms=2)
+    config = JobConfig(accept="text/vtt", custom_attributes="language=en", retry_delay=0.01)
+    with stand_in.running() as url:
+        report = transform(url, str(inputs), str(outputs), config, progress=False)
+
+    assert not report.failed
+    assert sorted(p.relative_to(outputs).as_posix() for p in outputs.rglob("*") if p.is_file()) == [
+        "a.wav.out", "notes.bin.out", "talks/2024/c.webm.out", "talks/b.mp3.out"]
+    assert (outputs / "talks" / "b.mp3.out").read_text() == "20 bytes of audio/mpeg as text/vtt"
+    assert (outputs / "talks" / "2024" / "c.webm.out").read_text() == "30 bytes of video/webm as text/vtt"
+    assert (outputs / "notes.bin.out").read_text() == "40 bytes of application/octet-stream as text/vtt"
+    assert {r["custom"] for r in stand_in.requests} == {"language=en"}
+
+
+def test_keeps_max_concurrent_transforms_in_flight_and_no_more(tmp_path):
+    make_inputs(tmp_path / "in", {f"{i}.wav": bytes([i]) * 8 for i in range(8)})
+    stand_in = StandIn(max_concurrent_transforms=3, delay=0.3)
+    with stand_in.running() as url:
+        report = transform(url, str(tmp_path / "in"), str(tmp_path / "out"), FAST, progress=False)
+    assert report.parameters.max_concurrent_transforms == 3
+    assert stand_in.max_in_flight == 3
+    assert len(report.succeeded) == 8
+
+
+def test_without_execution_parameters_sagemaker_defaults_apply(tmp_path):
+    make_inputs(tmp_path / "in", {f"{i}.wav": bytes([i]) * 8 for i in range(3)})
+    stand_in = StandIn(execution_parameters=False, delay=0.2)
+    with stand_in.running() as url:
+        report = transform(url, str(tmp_path / "in"), str(tmp_path / "out"), FAST, progress=False)
+    assert (report.parameters.max_concurrent_transforms, report.parameters.max_payload_mb) == (1, 6)
+    assert stand_in.max_in_flight == 1
+
+
+def test_retries_server_errors_but_not_client_errors_and_keeps_the_rest(tmp_path):
+    make_inputs(tmp_path / "in", {"good.wav": b"fine audio", "bad.wav": b"corrupt bytes",
+                                  "flaky.wav": b"flaky audio", "down.wav": b"crash audio"})
+    stand_in = StandIn(flaky_failures=2)
+    with stand_in.running() as url:
+        report = transform(url, str(tmp_path / "in"), str(tmp_path / "out"),
+                           JobConfig(max_retries=3, retry_delay=0.01), progress=False)
+
+    by_key = {o.obj.relative_key: o for o in report.outcomes}
+    assert by_key["good.wav"].ok and by_key["good.wav"].attempts == 1
+    assert by_key["flaky.wav"].ok and by_key["flaky.wav"].attempts == 3
+    assert not by_key["bad.wav"].ok and by_key["bad.wav"].attempts == 1, "a 415 is final"
+    assert "415" in by_key["bad.wav"].error and "UnsupportedMediaType" in by_key["bad.wav"].error
+    assert not by_key["down.wav"].ok and by_key["down.wav"].attempts == 4, "1 try + InvocationsMaxRetries"
+    assert stand_in.attempts[b"crash audio"] == 4
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["flaky.wav.out", "good.wav.out"]
+
+
+def test_an_object_over_max_payload_fails_without_being_sent(tmp_path):
+    make_inputs(tmp_path / "in", {"big.wav": b"x" * (2 * 1024 * 1024 + 1), "small.wav": b"y"})
+    stand_in = StandIn()
+    with stand_in.running() as url:
+        report = transform(url, str(tmp_path / "in"), str(tmp_path / "out"), FAST, max_payload_mb=2,
+                           progress=False)
+    [failed] = report.failed
+    assert failed.obj.relative_key == "big.wav" and "MaxPayloadInMB=2" in failed.error
+    assert [r["size"] for r in stand_in.requests] == [1]
+
+
+def test_retries_are_bounded_as_in_model_client_config(tmp_path):
+    with pytest.raises(ValueError):
+        transform("http://127.0.0.1:9", str(tmp_path), str(tmp_path), JobConfig(max_retries=4))
+
+
+def test_s3_prefix_in_and_out(aws_env, tmp_path):
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="jobs")
+    s3.put_object(Bucket="jobs", Key="input/x/one.flac", Body=b"1" * 5)
+    s3.put_object(Bucket="jobs", Key="input/two.m4a", Body=b"2" * 6)
+    with StandIn().running() as url:
+        report = transform(url, "s3://jobs/input/", "s3://jobs/output", FAST, progress=False)
+    assert not report.failed
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="jobs", Prefix="output/")["Contents"])
+    assert keys == ["output/two.m4a.out", "output/x/one.flac.out"]
+    out = s3.get_object(Bucket="jobs", Key="output/x/one.flac.out")
+    assert out["Body"].read() == b"5 bytes of audio/flac as text/plain"
+    assert out["ContentType"].startswith("text/plain")
+
+
+def test_command_lists_failed_objects_and_exits_non_zero(tmp_path, capsys):
+    make_inputs(tmp_path / "in", {"ok.wav": b"fine", "broken.mp3": b"corrupt"})
+    with StandIn().running() as url:
+        code = batch_transform.main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
+                                     "--endpoint", url, "--accept", "text/plain", "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "1 of 2 objects transformed" in out
+    assert f"{tmp_path / 'in' / 'broken.mp3'}: HTTP 415" in out
+    assert (tmp_path / "out" / "ok.wav.out").exists()
+
+
+def test_command_exits_zero_when_all_succeed(tmp_path):
+    make_inputs(tmp_path / "in", {"ok.wav": b"fine"})
+    with StandIn().running() as url:
+        code = batch_transform.main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
+                                     "--endpoint", url, "--no-progress"])
+    assert code == 0
+
+
+def test_an_empty_input_is_an_error_not_a_success(tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    with StandIn().running() as url:
+        code = batch_transform.main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
+                                     "--endpoint", url, "--no-progress"])
+    assert code == 2 and "no objects found" in capsys.readouterr().err

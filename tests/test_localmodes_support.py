@@ -1,0 +1,165 @@
+"""Shared fixtures for the localmodes tests (no tests of its own).
+
+* ``moto`` -- one moto server on 127.0.0.1 for the session; ``aws_env`` points
+  boto3 (and subprocesses, through the environment) at it with a clean state.
+* ``StandIn`` -- a tiny container server speaking the SageMaker contract, so
+  batch and async logic (retries, concurrency, failures) is tested in seconds;
+  the end-to-end tests use the real server instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+import time
+import urllib.request
+from collections import Counter
+from typing import Iterator
+
+import pytest
+from flask import Flask, Response, request
+from werkzeug.serving import make_server
+
+REGION = "us-east-1"
+
+AWS_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
+                 "AWS_REGION", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE")
+
+
+@pytest.fixture(scope="session")
+def moto() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def moto_environment(url: str, scratch) -> dict[str, str]:
+    """The variables that send boto3 to moto, and keep any real ~/.aws out of it."""
+    return {"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION,
+            "AWS_CONFIG_FILE": str(scratch / "no-aws-config"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(scratch / "no-aws-credentials")}
+
+
+def reset_moto(url: str) -> None:
+    req = urllib.request.Request(f"{url}/moto-api/reset", data=b"{}", method="POST")
+    with urllib.request.urlopen(req, timeout=30) as response:  # 127.0.0.1 only
+        response.read()
+
+
+@pytest.fixture
+def aws_env(moto, monkeypatch, tmp_path) -> str:
+    reset_moto(moto)
+    for name, value in moto_environment(moto, tmp_path).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    return moto
+
+
+class StandIn:
+    """A stand-in container: ``/ping``, ``/execution-parameters``, ``/invocations``.
+
+    The body decides the answer: one containing ``corrupt`` gets 415 (as the
+    real server answers audio ffmpeg cannot decode); ``flaky`` gets 503 for
+    its first ``flaky_failures`` attempts; ``crash`` always gets 500. Anything
+    else gets 200 with a text naming the body's size, content type and Accept.
+    Each request takes ``delay`` seconds, so concurrency can be observed.
+    """
+
+    def __init__(self, max_concurrent_transforms: int = 2, delay: float = 0.1, flaky_failures: int = 2,
+                 execution_parameters: bool = True):
+        self.max_concurrent_transforms = max_concurrent_transforms
+        self.delay = delay
+        self.flaky_failures = flaky_failures
+        self.execution_parameters = execution_parameters
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.attempts: Counter = Counter()
+        self.requests: list[dict] = []
+        self._lock = threading.Lock()
+        self.app = self._build()
+
+    def _build(self) -> Flask:
+        app = Flask("stand-in")
+
+        @app.get("/ping")
+        def ping():
+            return "", 200
+
+        @app.get("/execution-parameters")
+        def execution_parameters():
+            if not self.execution_parameters:
+                return "", 404
+            return {"MaxConcurrentTransforms": self.max_concurrent_transforms, "BatchStrategy": "SINGLE_RECORD",
+                    "MaxPayloadInMB": 100}
+
+        @app.post("/invocations")
+        def invocations():
+            body = request.get_data()
+            with self._lock:
+                self.in_flight += 1
+                self.max_in_flight = max(self.max_in_flight, self.in_flight)
+                self.attempts[body] += 1
+                attempt = self.attempts[body]
+                self.requests.append({"content_type": request.content_type, "accept": request.headers.get("Accept"),
+                                      "custom": request.headers.get("X-Amzn-SageMaker-Custom-Attributes"),
+                                      "size": len(body)})
+            try:
+                time.sleep(self.delay)
+                if b"corrupt" in body:
+                    return self._error(415, "UnsupportedMediaType", "ffmpeg could not decode the body")
+                if b"crash" in body:
+                    return self._error(500, "InternalError", "boom")
+                if b"flaky" in body and attempt <= self.flaky_failures:
+                    return self._error(503, "ModelNotReady", "try again")
+                text = f"{len(body)} bytes of {request.content_type} as {request.headers.get('Accept')}"
+                return Response(text, 200, content_type="text/plain; charset=utf-8")
+            finally:
+                with self._lock:
+                    self.in_flight -= 1
+
+        return app
+
+    @staticmethod
+    def _error(status: int, kind: str, message: str) -> Response:
+        return Response(json.dumps({"error": {"type": kind, "message": message}}), status,
+                        content_type="application/json")
+
+    def running(self):
+        """Serve on a free 127.0.0.1 port for the block; yields the URL."""
+        return serving(self.app)
+
+
+@contextlib.contextmanager
+def serving(app) -> Iterator[str]:
+    """Any WSGI app on a free 127.0.0.1 port, in a thread."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join()
+
+
+def wait_until(predicate, timeout: float, what: str, poll: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def subprocess_env(extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in AWS_VARIABLES and k != "AWS_PROFILE"}
+    env.update(extra)
+    return env

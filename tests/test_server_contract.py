@@ -1,0 +1,137 @@
+"""The SageMaker contract against the real gunicorn server, for each backend.
+
+/ping, /execution-parameters, the /invocations basics, the request id and
+the structured log line; plus a server whose model cannot load (503, honestly).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import requests
+
+from tests import speech
+pytest_plugins = ["tests.server_harness"]
+
+SENTENCE = speech.SENTENCES[2]  # "The weather today is sunny with a light breeze from the west."
+
+
+def test_ping_is_200_with_an_empty_body(server):
+    r = requests.get(server.url + "/ping", timeout=2)
+    assert r.status_code == 200
+    assert r.content == b""
+
+
+def test_execution_parameters(server):
+    r = requests.get(server.url + "/execution-parameters", timeout=5)
+    assert r.status_code == 200
+    # one CPU worker, one transcription at a time in it: that is what this server can really run at once
+    assert r.json() == {"MaxConcurrentTransforms": 1, "BatchStrategy": "SINGLE_RECORD", "MaxPayloadInMB": 100}
+
+
+def test_invocation_json_default_and_request_id_logged(server):
+    clip = speech.speak(SENTENCE)
+    r = requests.post(server.url + "/invocations", data=clip.path.read_bytes(),
+                      headers={"Content-Type": "audio/wav"}, timeout=120)
+    assert r.status_code == 200, r.text
+    assert r.headers["Content-Type"] == "application/json"
+    body = r.json()
+    assert speech.wer([SENTENCE], [body["text"]]) <= 0.3, body["text"]
+    assert body["language"] == "en"
+    assert abs(body["duration"] - speech.duration(clip.path)) < 0.1
+    assert body["segments"] and all(s["end"] > s["start"] for s in body["segments"])
+    assert "words" not in body  # not asked for
+    assert body["backend"] == server.backend and body["model"] == "tiny.en"
+    assert body["processing_seconds"] > 0
+
+    request_id = r.headers["X-Request-Id"]
+    line = _log_event(server, request_id)
+    assert line["status"] == 200 and line["backend"] == server.backend
+    assert line["audio_seconds"] == body["duration"]
+    assert line["processing_seconds"] == body["processing_seconds"]
+    assert line["rtf"] == round(body["processing_seconds"] / body["duration"], 4)
+    assert line["input"] == "raw"
+
+
+def test_get_on_invocations_is_a_json_405(server):
+    r = requests.get(server.url + "/invocations", timeout=5)
+    assert r.status_code == 405
+    assert r.json()["error"]["type"] == "MethodNotAllowed"
+
+
+def test_unknown_route_is_a_json_404(server):
+    r = requests.get(server.url + "/nope", timeout=5)
+    assert r.status_code == 404 and r.json()["error"]["type"] == "NotFound"
+
+
+def test_a_model_that_cannot_load_keeps_ping_503_with_the_reason(tmp_path):
+    from tests.server_harness import running_server  # after the plugin import (assertion rewriting)
+
+    broken = tmp_path / "model"
+    broken.mkdir()
+    (broken / "config.json").write_text("{ this is not a model")
+    with running_server("auto", env={"WHISPER_MODEL_DIR": str(broken)}, wait=False) as srv:
+        deadline = time.monotonic() + 120
+        answers = []
+        while time.monotonic() < deadline:
+            try:
+                r = requests.get(srv.url + "/ping", timeout=2)
+            except requests.ConnectionError:
+                time.sleep(0.2)
+                continue
+            answers.append(r.status_code)
+            if "failed to load" in r.text:
+                break
+            time.sleep(0.2)
+        assert set(answers) == {503}, answers
+        error = r.json()["error"]
+        assert error["type"] == "ModelNotReady" and "failed to load" in error["message"]
+        assert "config.json" in error["message"]  # the artifact check's reason, not a generic failure
+        inv = requests.post(srv.url + "/invocations", data=b"x", timeout=5)
+        assert inv.status_code == 503
+        assert srv.process.poll() is None  # still up: SageMaker sees an honest 503, and the log says why
+
+
+def _log_event(server, request_id: str, attempts: int = 20) -> dict:
+    """The structured line for ``request_id`` (written just after the response, so allow a moment)."""
+    for _ in range(attempts):
+        for raw in server.log().splitlines():
+            if request_id in raw and raw.startswith("{"):
+                return json.loads(raw)
+        time.sleep(0.1)
+    raise AssertionError(f"no log line for request {request_id}:\n{server.log_tail()}")
+
+
+def test_ping_is_503_until_the_model_is_loaded(tmp_path):
+    """In process, with a loader we control: /ping must not say 200 a moment too early."""
+    import threading
+
+    from serve.app import create_app
+    from serve.settings import Settings
+    from serve.worker import ModelWorker
+
+    gate = threading.Event()
+
+    class Loaded:
+        name, model_name = "fake", "fake-model"
+
+        def describe(self):
+            return {"backend": self.name}
+
+    def loader(settings):
+        gate.wait(30)
+        return Loaded()
+
+    settings = Settings.from_env({"WHISPER_WARMUP": "false", "WHISPER_TMP_DIR": str(tmp_path)})
+    worker = ModelWorker(settings, loader).start()
+    client = create_app(settings, worker).test_client()
+    for _ in range(3):
+        r = client.get("/ping")
+        assert r.status_code == 503 and r.json["error"]["type"] == "ModelNotReady"
+        assert "loading" in r.json["error"]["message"]
+    assert client.post("/invocations", data=b"x").status_code == 503
+    gate.set()
+    assert worker.wait_ready(10)
+    r = client.get("/ping")
+    assert r.status_code == 200 and r.data == b""
