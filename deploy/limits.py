@@ -9,7 +9,7 @@ and the value that broke it.
 
 The numbers come from the SageMaker API reference (and the botocore service
 model, which carries the same min/max/pattern): keep the constant, the check and
-the docs/deploy.md table together.
+the README's "Limits checked before any request" table together.
 """
 
 from __future__ import annotations

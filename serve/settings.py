@@ -67,7 +67,8 @@ class Settings:
     """WHISPER_TMP_DIR: where request bodies are streamed; system temp by default."""
 
     warmup: bool = True
-    """WHISPER_WARMUP: transcribe one second of silence before /ping turns 200."""
+    """WHISPER_WARMUP: transcribe a short spoken sentence shipped in the package, and
+    check its words, before /ping turns 200."""
 
     port: int = 8080
     """SAGEMAKER_BIND_TO_PORT: the port SageMaker sends traffic to."""

@@ -3,7 +3,7 @@
 The model loads in a background thread as soon as the worker starts, so the
 worker answers /ping (503) at once instead of being silent for the minutes a
 large model takes; /ping turns 200 only once the model is loaded *and* a
-warm-up transcription of a real file (through ffmpeg and the backend) passed.
+warm-up transcription of a spoken sentence (through ffmpeg and the backend) passed.
 
 Every transcription goes through one queue consumed by one inference thread.
 Request threads only enqueue and wait, so /ping never waits on inference,
@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import logging
 import queue
-import tempfile
 import threading
 import time
-import wave
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -33,7 +31,8 @@ from .transcription import TranscribeOptions, Transcription
 
 log = logging.getLogger(__name__)
 
-WARMUP_SECONDS = 1.0
+WARMUP_AUDIO = Path(__file__).with_name("assets") / "warmup.ogg"
+WARMUP_TEXT = "Hello world, the model is ready."
 
 
 class RequestTimeoutError(WhisperServeError):
@@ -116,19 +115,19 @@ class ModelWorker:
             self._execute(backend, self._jobs.get())
 
     def _warm_up(self, backend: Backend) -> None:
-        """Transcribe a second of silence from a WAV file: proves ffmpeg, the model and the device work."""
-        if self.settings.tmp_dir is not None:
-            self.settings.tmp_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix="warmup-", dir=self.settings.tmp_dir) as scratch:
-            path = Path(scratch) / "warmup.wav"
-            with wave.open(str(path), "wb") as w:
-                w.setnchannels(1)
-                w.setsampwidth(2)
-                w.setframerate(16000)
-                w.writeframes(b"\x00\x00" * int(16000 * WARMUP_SECONDS))
-            start = time.monotonic()
-            transcribe_file(backend, path, TranscribeOptions())
-            log.info("warm-up transcription passed in %.2f s", time.monotonic() - start)
+        """Transcribe a short spoken sentence shipped with the package.
+
+        Proves ffmpeg, the model, the device and the precision work together
+        before /ping says 200: a model that loads but decodes garbage (wrong
+        weights, broken fp16) fails here. Speech, not silence: on silence the
+        transformers pipeline hallucinates 448 tokens, a minute on a CPU.
+        """
+        start = time.monotonic()
+        result = transcribe_file(backend, WARMUP_AUDIO, TranscribeOptions())
+        heard = set(_words(result.text))
+        if not heard & set(_words(WARMUP_TEXT)):
+            raise RuntimeError(f"warm-up transcription failed: expected {WARMUP_TEXT!r}, got {result.text!r}")
+        log.info("warm-up transcription passed in %.2f s: %r", time.monotonic() - start, result.text)
 
     def _execute(self, backend: Backend, job: _Job) -> None:
         if not job.future.set_running_or_notify_cancel():
@@ -162,3 +161,7 @@ class ModelWorker:
             raise RequestTimeoutError(
                 f"transcription did not finish within {timeout:.0f} s (SAGEMAKER_MODEL_SERVER_TIMEOUT)"
             ) from None
+
+
+def _words(text: str) -> list[str]:
+    return "".join(c.lower() if c.isalnum() else " " for c in text).split()

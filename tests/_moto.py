@@ -1,20 +1,16 @@
-"""Shared helpers for the deploy tests: one local moto server, reset per test.
+"""Shared helpers for the AWS tests: moto environment and reset, the deploy CLI runner, clients.
 
-Fixtures live here and are imported by each test module (``from tests._moto import
-aws``) because tests/conftest.py belongs to the suite as a whole. The server binds
-127.0.0.1 only; every client finds it through AWS_ENDPOINT_URL, exactly as the
-CLI does in production.
+The moto server itself and the ``aws`` fixture (a clean account per test) are in
+tests/conftest.py, so every module shares one server on 127.0.0.1; clients find it
+through AWS_ENDPOINT_URL, exactly as the CLI does in production.
 """
 
 from __future__ import annotations
 
 import json
 import urllib.request
-from typing import Iterator
 
 import boto3
-import pytest
-from moto.server import ThreadedMotoServer
 
 from deploy.aws import Executor
 from deploy.cli import main
@@ -27,29 +23,17 @@ IMAGE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/whisper:v1"
 TEST_INSTANCE = "ml.m5.xlarge"
 
 
-@pytest.fixture(scope="session")
-def moto_server() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+def moto_environment(url: str, scratch) -> dict[str, str]:
+    """The variables that send boto3 (here and in subprocesses) to moto, and keep any real ~/.aws out."""
+    return {"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION,
+            "AWS_CONFIG_FILE": str(scratch / "no-aws-config"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(scratch / "no-aws-credentials")}
 
 
-@pytest.fixture
-def aws(moto_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path) -> str:
-    """A clean moto account; the environment points boto3 (and subprocesses) at it."""
-    _post(f"{moto_server}/moto-api/reset", {})
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_REGION", REGION)
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    return moto_server
+def reset_moto(url: str) -> None:
+    """A clean account: moto forgets every resource."""
+    _post(f"{url}/moto-api/reset", {})
 
 
 def _post(url: str, payload: dict) -> None:

@@ -21,6 +21,31 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 @pytest.fixture(scope="session")
+def moto_server():
+    """One moto server on 127.0.0.1 for the session (S3, SageMaker, ECR, SNS...); tests reset it."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws(moto_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path) -> str:
+    """A clean moto account; the environment points boto3 (and subprocesses) at it."""
+    from tests._moto import moto_environment, reset_moto
+
+    reset_moto(moto_server)
+    for name, value in moto_environment(moto_server, tmp_path).items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    return moto_server
+
+
+@pytest.fixture(scope="session")
 def corpus() -> list[speech.Clip]:
     return speech.corpus(16)
 
@@ -30,6 +55,12 @@ def long_clip() -> speech.Clip:
     clip = speech.long_clip(3.0)
     assert speech.duration(clip.path) >= 180
     return clip
+
+
+@pytest.fixture(scope="session")
+def minute_clip() -> speech.Clip:
+    """About a minute of speech: more than one 30 s chunk, cheap enough for option tests."""
+    return speech.long_clip(1.0)
 
 
 @pytest.fixture(scope="session")

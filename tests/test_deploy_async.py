@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from tests._moto import IMAGE, ROLE, TEST_INSTANCE, aws, cli, client, make_bucket, moto_server  # noqa: F401
+from tests._moto import IMAGE, ROLE, TEST_INSTANCE, cli, client, make_bucket
 from tests._moto import queue_async_results
 
 

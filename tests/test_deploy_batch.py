@@ -9,7 +9,7 @@ import boto3
 from botocore.stub import Stubber
 
 from deploy.aws import Executor
-from tests._moto import IMAGE, REGION, ROLE, TEST_INSTANCE, aws, cli, client, dry_run, make_bucket, moto_server  # noqa: F401
+from tests._moto import IMAGE, REGION, ROLE, TEST_INSTANCE, cli, client, dry_run, make_bucket
 
 
 def _model(capsys) -> None:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests._moto import ACCOUNT, REGION, aws, client, moto_server  # noqa: F401
+from tests._moto import ACCOUNT, REGION, client
 
 SCRIPT = Path(__file__).resolve().parents[1] / "build_and_push.sh"
 

@@ -3,7 +3,7 @@ second run (nothing left) succeeds too."""
 
 from __future__ import annotations
 
-from tests._moto import IMAGE, ROLE, TEST_INSTANCE, aws, cli, client, dry_run, make_bucket, moto_server  # noqa: F401
+from tests._moto import IMAGE, ROLE, TEST_INSTANCE, cli, client, dry_run, make_bucket
 
 
 def test_cleanup_twice_removes_everything(aws, capsys):

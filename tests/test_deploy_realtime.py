@@ -12,8 +12,8 @@ from botocore.response import StreamingBody
 from botocore.stub import ANY, Stubber
 
 from deploy.aws import Executor
-from tests._moto import IMAGE, REGION, ROLE, TEST_INSTANCE, aws, cli, client, dry_run, make_bucket  # noqa: F401
-from tests._moto import moto_server, queue_realtime_results  # noqa: F401
+from tests._moto import IMAGE, REGION, ROLE, TEST_INSTANCE, cli, client, dry_run, make_bucket
+from tests._moto import queue_realtime_results
 
 
 def test_realtime_lifecycle(aws, capsys, tmp_path):

@@ -15,7 +15,7 @@ from localmodes.async_endpoint import AsyncConfig, AsyncService, create_app
 from localmodes.async_queue import DONE, FAILED, QUEUED, RUNNING, Queue
 from localmodes.notify import Notifier, parse_sink
 from localmodes.server import free_port
-from tests.test_localmodes_support import StandIn, aws_env, moto, serving, wait_until  # noqa: F401
+from tests.test_localmodes_support import StandIn, serving, wait_until
 
 H = "X-Amzn-SageMaker-"
 
@@ -169,7 +169,7 @@ def test_invalid_requests_are_refused_as_the_runtime_api_does(tmp_path):
         assert response.json()["message"]
 
 
-def test_boto3_sagemaker_runtime_client_works_against_the_service(aws_env, tmp_path):
+def test_boto3_sagemaker_runtime_client_works_against_the_service(aws, tmp_path):
     with StandIn().running() as backend, running_service(tmp_path, backend) as (service, url):
         runtime = boto3.client("sagemaker-runtime", endpoint_url=url)
         response = runtime.invoke_endpoint_async(EndpointName="whisper", InputLocation=audio(tmp_path, "a.wav", b"a"),
@@ -186,7 +186,7 @@ def test_boto3_sagemaker_runtime_client_works_against_the_service(aws_env, tmp_p
     assert (tmp_path / "out" / "via-boto3.out").read_text() == "1 bytes of audio/wav as text/plain"
 
 
-def test_notifications_go_to_sns_topics_and_webhooks(aws_env, tmp_path):
+def test_notifications_go_to_sns_topics_and_webhooks(aws, tmp_path):
     sns, sqs = boto3.client("sns"), boto3.client("sqs")
     topics, queues = {}, {}
     for kind in ("success", "error"):

@@ -7,7 +7,7 @@ import pytest
 
 from localmodes import batch_transform
 from localmodes.batch_transform import JobConfig, transform
-from tests.test_localmodes_support import StandIn, aws_env, moto  # noqa: F401  (fixtures)
+from tests.test_localmodes_support import StandIn
 
 FAST = JobConfig(accept="text/plain", retry_delay=0.01)
 
@@ -90,7 +90,7 @@ def test_retries_are_bounded_as_in_model_client_config(tmp_path):
         transform("http://127.0.0.1:9", str(tmp_path), str(tmp_path), JobConfig(max_retries=4))
 
 
-def test_s3_prefix_in_and_out(aws_env, tmp_path):
+def test_s3_prefix_in_and_out(aws, tmp_path):
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket="jobs")
     s3.put_object(Bucket="jobs", Key="input/x/one.flac", Body=b"1" * 5)

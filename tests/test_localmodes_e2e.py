@@ -23,7 +23,8 @@ from localmodes.async_queue import DONE, FAILED, QUEUED, RUNNING, Queue
 from localmodes.server import free_port
 from tests import speech
 from tests.server_harness import running_server
-from tests.test_localmodes_support import moto, moto_environment, reset_moto, subprocess_env, wait_until  # noqa: F401
+from tests._moto import moto_environment, reset_moto
+from tests.test_localmodes_support import subprocess_env, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 FORMATS = ("wav", "mp3", "ogg", "flac", "m4a", "webm", "mp4")
@@ -37,10 +38,10 @@ def server():
 
 
 @pytest.fixture(scope="module")
-def aws(moto, tmp_path_factory):
+def aws(moto_server, tmp_path_factory):
     """moto for the whole module; the environment for this process and the subprocesses."""
-    reset_moto(moto)
-    env = moto_environment(moto, tmp_path_factory.mktemp("aws"))
+    reset_moto(moto_server)
+    env = moto_environment(moto_server, tmp_path_factory.mktemp("aws"))
     with pytest.MonkeyPatch.context() as patch:
         for name, value in env.items():
             patch.setenv(name, value)

@@ -6,7 +6,6 @@ import boto3
 import pytest
 
 from localmodes import storage
-from tests.test_localmodes_support import aws_env, moto  # noqa: F401  (fixtures)
 
 
 def test_local_listing_keeps_relative_paths_and_skips_hidden(tmp_path):
@@ -55,7 +54,7 @@ def test_unknown_scheme_is_refused():
         storage.list_objects("gs://bucket/x")
 
 
-def test_s3_prefix_listing_reading_and_writing(aws_env):
+def test_s3_prefix_listing_reading_and_writing(aws):
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket="audio")
     for key, body in {"in/a.wav": b"A", "in/sub/b.mp3": b"BB", "in/sub/": b"", "in/.hidden": b"h",

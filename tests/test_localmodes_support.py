@@ -1,7 +1,5 @@
 """Shared fixtures for the localmodes tests (no tests of its own).
 
-* ``moto`` -- one moto server on 127.0.0.1 for the session; ``aws_env`` points
-  boto3 (and subprocesses, through the environment) at it with a clean state.
 * ``StandIn`` -- a tiny container server speaking the SageMaker contract, so
   batch and async logic (retries, concurrency, failures) is tested in seconds;
   the end-to-end tests use the real server instead.
@@ -14,52 +12,15 @@ import json
 import os
 import threading
 import time
-import urllib.request
 from collections import Counter
 from typing import Iterator
 
-import pytest
 from flask import Flask, Response, request
 from werkzeug.serving import make_server
 
-REGION = "us-east-1"
 
 AWS_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
                  "AWS_REGION", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE")
-
-
-@pytest.fixture(scope="session")
-def moto() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-def moto_environment(url: str, scratch) -> dict[str, str]:
-    """The variables that send boto3 to moto, and keep any real ~/.aws out of it."""
-    return {"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION,
-            "AWS_CONFIG_FILE": str(scratch / "no-aws-config"),
-            "AWS_SHARED_CREDENTIALS_FILE": str(scratch / "no-aws-credentials")}
-
-
-def reset_moto(url: str) -> None:
-    req = urllib.request.Request(f"{url}/moto-api/reset", data=b"{}", method="POST")
-    with urllib.request.urlopen(req, timeout=30) as response:  # 127.0.0.1 only
-        response.read()
-
-
-@pytest.fixture
-def aws_env(moto, monkeypatch, tmp_path) -> str:
-    reset_moto(moto)
-    for name, value in moto_environment(moto, tmp_path).items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    return moto
 
 
 class StandIn:

@@ -1,10 +1,16 @@
 """Hugging Face transformers: ``pipeline("automatic-speech-recognition")``.
 
-Loads a ``save_pretrained`` directory (or an ``HF_MODEL_ID``) and decodes
-long audio in ``chunk_length_s`` chunks, ``batch_size`` at a time. It always
-asks for timestamps: with tiny.en, chunked decoding *without* timestamps
-was seen to end whole 30 s chunks after one word (a 314 s file lost 418 of
-750 words); with timestamps the text is complete (tests prove it).
+Loads a ``save_pretrained`` directory (or an ``HF_MODEL_ID``). Two ways to
+decode long audio, both always with timestamps (without them, tiny.en ended
+whole 30 s chunks after one word: a 314 s file lost 418 of 750 words):
+
+- by default, Whisper's own sequential long-form decoding (the pipeline hands
+  the whole window to ``generate``): greedy, it transcribed a 187 s file
+  completely;
+- with ``chunk_length_s`` or ``batch_size`` > 1, the pipeline's chunked decoding,
+  ``batch_size`` chunks at a time (faster on a GPU). Chunks overlap by a
+  quarter of their length on each side: with the pipeline's default sixth,
+  greedy decoding dropped 4 of 56 sentences of that file; with a quarter, none.
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ from ..transcription import Segment, TranscribeOptions, Transcription, Word
 from .base import SUPPORTED, Backend, Device
 
 DEFAULT_CHUNK_LENGTH_S = 30.0
-DEFAULT_BATCH_SIZE = 8
+"""Chunk length when batching is asked for without one."""
+STRIDE_FRACTION = 0.25
 SAMPLE_RATE = 16000
 _SENTENCE_END = (".", "?", "!")
 
@@ -69,13 +76,18 @@ class TransformersBackend(Backend):
         if temperature != (0.0,):
             generate_kwargs.update(temperature=temperature if len(temperature) > 1 else temperature[0],
                                    do_sample=True, compression_ratio_threshold=1.35, logprob_threshold=-1.0)
-        if (options.beam_size or 1) > 1:
-            generate_kwargs["num_beams"] = options.beam_size
+        # Always explicit: the ASR pipeline defaults to num_beams=5 when the
+        # generation config is silent, which made "greedy" 2-3x slower.
+        generate_kwargs["num_beams"] = options.beam_size or 1
+        chunking: dict = {}
+        if options.chunk_length_s or (options.batch_size or 1) > 1:
+            chunk = options.chunk_length_s or DEFAULT_CHUNK_LENGTH_S
+            chunking = dict(chunk_length_s=chunk, stride_length_s=chunk * STRIDE_FRACTION,
+                            batch_size=options.batch_size or 1)
         with torch.inference_mode():
             out = self.pipe(
                 audio.copy(),  # the pipeline may modify its input in place
-                chunk_length_s=options.chunk_length_s or DEFAULT_CHUNK_LENGTH_S,
-                batch_size=options.batch_size or DEFAULT_BATCH_SIZE,
+                **chunking,
                 return_timestamps="word" if options.word_timestamps else True,
                 return_language=not self.english_only,
                 generate_kwargs=generate_kwargs,
