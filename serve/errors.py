@@ -75,6 +75,13 @@ class ArtifactError(WhisperServeError):
     error_type = "ModelArtifactError"
 
 
+class RequestTimeoutError(WhisperServeError):
+    """The request waited or ran longer than SAGEMAKER_MODEL_SERVER_TIMEOUT (504)."""
+
+    status_code = 504
+    error_type = "Timeout"
+
+
 class ModelNotReadyError(WhisperServeError):
     """The model is still loading (503)."""
 

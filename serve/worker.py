@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from .backends.base import Backend
-from .errors import ModelNotReadyError, WhisperServeError
+from .errors import ModelNotReadyError, RequestTimeoutError
 from .settings import Settings
 from .transcribe import transcribe_file
 from .transcription import TranscribeOptions, Transcription
@@ -33,13 +33,6 @@ log = logging.getLogger(__name__)
 
 WARMUP_AUDIO = Path(__file__).with_name("assets") / "warmup.ogg"
 WARMUP_TEXT = "Hello world, the model is ready."
-
-
-class RequestTimeoutError(WhisperServeError):
-    """The request waited or ran longer than SAGEMAKER_MODEL_SERVER_TIMEOUT (504)."""
-
-    status_code = 504
-    error_type = "Timeout"
 
 
 @dataclass
