@@ -7,13 +7,17 @@ from pathlib import Path
 
 import pytest
 
+from serve.backends import BACKEND_MODULES
 from tests import speech
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_CACHE = ROOT / ".cache" / "models"
 """Converted embedded model, kept between test sessions (conversion is exact and deterministic)."""
 
-BACKEND_NAMES = ("openai", "transformers", "ctranslate2")
+BACKEND_NAMES = tuple(BACKEND_MODULES)
+
+# The real server, one per backend for the whole session (the ``server`` fixture).
+pytest_plugins = ["tests.server_harness"]
 
 # Nothing in the tests may reach a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

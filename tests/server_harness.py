@@ -28,6 +28,8 @@ from typing import Iterator, Optional
 import pytest
 import requests
 
+from serve.backends import BACKEND_MODULES
+
 ROOT = Path(__file__).resolve().parents[1]
 SERVE = ROOT / "container" / "serve"
 MODEL_CACHE = ROOT / ".cache" / "models"
@@ -162,14 +164,13 @@ def _tail(log_path: Path, lines: int = 60) -> str:
 
 # --- pytest plugin: one server per backend for the whole session ------------------------------
 #
-# Use with ``pytest_plugins = ["tests.server_harness"]`` in a test module (a plugin
-# registers once, so every module shares the same servers; importing the fixtures
-# instead would start one server per module). ``server`` is parametrized over the
-# backends; a test for one backend only uses
+# Registered once as a plugin by tests/conftest.py, so every module shares the same
+# servers (importing the fixtures instead would start one server per module).
+# ``server`` is parametrized over the backends; a test for one backend only uses
 # ``@pytest.mark.parametrize("server", ["ctranslate2"], indirect=True)`` and
 # shares the same instance. pytest orders tests so that one server runs at a time.
 
-BACKEND_NAMES = ("openai", "transformers", "ctranslate2")
+BACKEND_NAMES = tuple(BACKEND_MODULES)
 S3_BUCKET = "whisper-test-audio"
 
 

@@ -14,7 +14,6 @@ import requests
 
 from tests import speech
 
-pytest_plugins = ["tests.server_harness"]
 ct2 = pytest.mark.parametrize("server", ["ctranslate2"], indirect=True)
 
 PING_BUDGET_S = 2.0

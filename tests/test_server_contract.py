@@ -12,7 +12,6 @@ import time
 import requests
 
 from tests import speech
-pytest_plugins = ["tests.server_harness"]
 
 SENTENCE = speech.SENTENCES[2]  # "The weather today is sunny with a light breeze from the west."
 

@@ -24,7 +24,6 @@ import requests
 
 from tests import speech
 
-pytest_plugins = ["tests.server_harness"]
 ct2 = pytest.mark.parametrize("server", ["ctranslate2"], indirect=True)
 
 TEXT = speech.SENTENCES[0]

@@ -14,7 +14,6 @@ import requests
 
 from tests import speech
 
-pytest_plugins = ["tests.server_harness"]
 
 TEXT = speech.SENTENCES[1]  # "Please call Stella and ask her to bring these things..."
 MAX_WER = 0.35  # tiny.en on synthetic speech, any of the three engines
