@@ -16,6 +16,7 @@ test: setup
 bench: setup
 	.venv/bin/python bench/engines.py
 	.venv/bin/python bench/server_latency.py
+	.venv/bin/python bench/memory.py
 
 lint: setup
 	.venv/bin/hadolint Dockerfile

@@ -35,7 +35,7 @@ class TransformersBackend(Backend):
     options = {
         "language": SUPPORTED,
         "task": SUPPORTED,
-        "initial_prompt": "the chunked pipeline would repeat the prompt's text in its output; "
+        "initial_prompt": "with prompt_ids the pipeline returns no segment timestamps (transformers 5.24); "
                           "use the openai or ctranslate2 backend",
         "temperature": SUPPORTED,
         "beam_size": SUPPORTED,
