@@ -27,28 +27,35 @@ def _as_bool(name: str, value: Any) -> bool:
     raise InvalidParameterError(f"{name} must be true or false, got {value!r}")
 
 
-def _as_int(name: str, value: Any, low: int, high: int) -> int:
+def as_int(name: str, value: Any, low: int, high: int | None = None) -> int:
+    """An integer in [low, high] (no upper bound when high is None), or a 400 naming ``name``."""
     try:
         if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
             raise ValueError
         number = int(value)
     except (TypeError, ValueError):
         raise InvalidParameterError(f"{name} must be an integer, got {value!r}") from None
-    if not low <= number <= high:
-        raise InvalidParameterError(f"{name} must be between {low} and {high}, got {number}")
+    _check_range(name, number, low, high)
     return number
 
 
-def _as_float(name: str, value: Any, low: float, high: float) -> float:
+def as_float(name: str, value: Any, low: float, high: float | None = None) -> float:
+    """A number in [low, high] (no upper bound when high is None), or a 400 naming ``name``."""
     try:
         if isinstance(value, bool):
             raise ValueError
         number = float(value)
     except (TypeError, ValueError):
         raise InvalidParameterError(f"{name} must be a number, got {value!r}") from None
-    if not low <= number <= high:
-        raise InvalidParameterError(f"{name} must be between {low} and {high}, got {number}")
+    _check_range(name, number, low, high)
     return number
+
+
+def _check_range(name: str, number: float, low: float, high: float | None) -> None:
+    if high is None and number < low:
+        raise InvalidParameterError(f"{name} must be at least {low}, got {number}")
+    if high is not None and not low <= number <= high:
+        raise InvalidParameterError(f"{name} must be between {low} and {high}, got {number}")
 
 
 def _as_temperature(value: Any) -> tuple[float, ...]:
@@ -60,7 +67,7 @@ def _as_temperature(value: Any) -> tuple[float, ...]:
         items = [value]
     if not items:
         raise InvalidParameterError("temperature must be a number or a comma-separated list")
-    temps = tuple(_as_float("temperature", v, 0.0, 1.0) for v in items)
+    temps = tuple(as_float("temperature", v, 0.0, 1.0) for v in items)
     if list(temps) != sorted(temps):
         raise InvalidParameterError(f"temperature fallback values must increase, got {value!r}")
     return temps
@@ -95,12 +102,12 @@ _PARSERS = {
     "task": _as_task,
     "initial_prompt": lambda v: _as_text("initial_prompt", v),
     "temperature": _as_temperature,
-    "beam_size": lambda v: _as_int("beam_size", v, 1, 20),
+    "beam_size": lambda v: as_int("beam_size", v, 1, 20),
     "word_timestamps": lambda v: _as_bool("word_timestamps", v),
     "vad_filter": lambda v: _as_bool("vad_filter", v),
     "condition_on_previous_text": lambda v: _as_bool("condition_on_previous_text", v),
-    "chunk_length_s": lambda v: _as_float("chunk_length_s", v, 1.0, 30.0),
-    "batch_size": lambda v: _as_int("batch_size", v, 1, 256),
+    "chunk_length_s": lambda v: as_float("chunk_length_s", v, 1.0, 30.0),
+    "batch_size": lambda v: as_int("batch_size", v, 1, 256),
 }
 assert set(_PARSERS) == set(TranscribeOptions.names()), "every option needs a parser"
 

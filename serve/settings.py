@@ -7,12 +7,12 @@ The README's settings table is this file in prose: keep them together.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Optional
 
 from .errors import InvalidParameterError
-from .params import parse_options
+from .params import as_float, as_int, parse_options
 from .transcription import TranscribeOptions
 
 BACKENDS = ("auto", "openai", "transformers", "ctranslate2")
@@ -110,56 +110,36 @@ class Settings:
         if (v := get("WHISPER_COMPUTE_TYPE")) is not None:
             kwargs["compute_type"] = v.strip().lower()
         if (v := get("WHISPER_CPU_THREADS")) is not None:
-            kwargs["cpu_threads"] = _int("WHISPER_CPU_THREADS", v, 0)
+            kwargs["cpu_threads"] = as_int("WHISPER_CPU_THREADS", v, 0)
         if (v := get("WHISPER_CACHE_DIR")) is not None:
             kwargs["cache_dir"] = Path(v)
         if (v := get("WHISPER_WINDOW_SECONDS")) is not None:
-            kwargs["window_seconds"] = _float("WHISPER_WINDOW_SECONDS", v, 0.0)
+            kwargs["window_seconds"] = as_float("WHISPER_WINDOW_SECONDS", v, 0.0)
             if 0 < kwargs["window_seconds"] < 60:
                 raise InvalidParameterError("WHISPER_WINDOW_SECONDS must be 0 (off) or at least 60")
         if (v := get("WHISPER_MAX_BODY_MB")) is not None:
-            kwargs["max_body_mb"] = _float("WHISPER_MAX_BODY_MB", v, 0.0)
+            kwargs["max_body_mb"] = as_float("WHISPER_MAX_BODY_MB", v, 0.0)
         if (v := get("WHISPER_TMP_DIR")) is not None:
             kwargs["tmp_dir"] = Path(v)
         if (v := get("WHISPER_WARMUP")) is not None:
             kwargs["warmup"] = v.strip().lower() not in ("0", "false", "no", "off")
         if (v := get("SAGEMAKER_BIND_TO_PORT")) is not None:
-            kwargs["port"] = _int("SAGEMAKER_BIND_TO_PORT", v, 1)
+            kwargs["port"] = as_int("SAGEMAKER_BIND_TO_PORT", v, 1)
         if (v := get("SAGEMAKER_MODEL_SERVER_WORKERS")) is not None:
-            kwargs["workers"] = _int("SAGEMAKER_MODEL_SERVER_WORKERS", v, 1)
+            kwargs["workers"] = as_int("SAGEMAKER_MODEL_SERVER_WORKERS", v, 1)
         if (v := get("SAGEMAKER_MODEL_SERVER_TIMEOUT")) is not None:
-            kwargs["timeout"] = _int("SAGEMAKER_MODEL_SERVER_TIMEOUT", v, 1)
+            kwargs["timeout"] = as_int("SAGEMAKER_MODEL_SERVER_TIMEOUT", v, 1)
         if (v := get("WHISPER_LOG_LEVEL")) is not None:
             kwargs["log_level"] = v.strip().lower()
 
-        option_values = {
-            name: env[f"WHISPER_{name.upper()}"]
-            for name in TranscribeOptions.names()
-            if env.get(f"WHISPER_{name.upper()}") not in (None, "")
-        }
-        kwargs["defaults"] = parse_options(option_values, source="WHISPER_* environment variables")
+        defaults = TranscribeOptions()
+        for name in TranscribeOptions.names():
+            variable = f"WHISPER_{name.upper()}"
+            if (v := get(variable)) is not None:
+                try:  # one at a time, so the error names the variable
+                    defaults = parse_options({name: v}, source=variable).merged_over(defaults)
+                except InvalidParameterError as exc:
+                    raise InvalidParameterError(f"{variable}: {exc.message}") from None
+        kwargs["defaults"] = defaults
         return cls(**kwargs)
 
-    @classmethod
-    def documented_fields(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
-
-
-def _int(name: str, value: str, low: int) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise InvalidParameterError(f"{name} must be an integer, got {value!r}") from None
-    if number < low:
-        raise InvalidParameterError(f"{name} must be at least {low}, got {number}")
-    return number
-
-
-def _float(name: str, value: str, low: float) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise InvalidParameterError(f"{name} must be a number, got {value!r}") from None
-    if number < low:
-        raise InvalidParameterError(f"{name} must be at least {low}, got {number}")
-    return number

@@ -94,7 +94,3 @@ def test_request_options_override_settings_defaults_and_unset_ones_fall_back():
     assert merged.beam_size == 1 and merged.word_timestamps is True
     assert merged.language is None
 
-
-def test_invalid_env_default_fails_at_start():
-    with pytest.raises(InvalidParameterError, match="task must be one of"):
-        Settings.from_env({"WHISPER_TASK": "dance"})
