@@ -30,6 +30,10 @@ class WaitError(RuntimeError):
     """A resource reached a failure state, or did not finish in time."""
 
 
+class PartialFailure(RuntimeError):
+    """A batch call (DeleteObjects) succeeded for some items and failed for others."""
+
+
 def is_missing(error: ClientError) -> bool:
     code = error.response.get("Error", {}).get("Code", "")
     message = error.response.get("Error", {}).get("Message", "").lower()
@@ -111,8 +115,12 @@ class Executor:
 
 def wait_for_status(executor: Executor, describe: Request, status_field: str, done: set[str],
                     failed: set[str], *, poll_s: float, timeout_s: float,
-                    log: Callable[[str], None] = lambda message: None) -> dict:
+                    log: Callable[[str], None] = lambda message: None,
+                    accept: Optional[Callable[[dict], bool]] = None) -> dict:
     """Poll ``describe`` until ``status_field`` is in ``done``; raise on ``failed`` or timeout.
+
+    ``accept``: a further check of a description whose status is in ``done``;
+    while it returns False polling goes on (it may raise WaitError itself).
 
     Our own loop rather than boto3's waiters: those have fixed delays (30 s x 120 for
     endpoints), no FailureReason in their error, and no hook to make tests instant.
@@ -127,7 +135,7 @@ def wait_for_status(executor: Executor, describe: Request, status_field: str, do
         if status != last:
             log(f"{status_field}: {status}")
             last = status
-        if status in done:
+        if status in done and (accept is None or accept(description)):
             return description
         if status in failed:
             reason = description.get("FailureReason", "no FailureReason given")

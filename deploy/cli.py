@@ -13,11 +13,12 @@ import json
 import sys
 from typing import Optional, Sequence
 
+from boto3.exceptions import Boto3Error
 from botocore.exceptions import BotoCoreError, ClientError
 
 from . import flows, limits
 from . import requests as rq
-from .aws import Executor, WaitError
+from .aws import Executor, PartialFailure, WaitError
 
 DEFAULT_INSTANCE = "ml.g5.xlarge"
 
@@ -237,7 +238,8 @@ def run(args, ex: Executor) -> None:
         location, body = flows.invoke_async(
             ex, args.endpoint, args.file, args.input_prefix, args.accept, args.attributes, args.content_type,
             args.invocation_timeout, args.request_ttl, _wait(args), _log)
-        if body or (args.out and not ex.dry_run):
+        # Only a wait yields the transcript; without one --out would be an empty file.
+        if _wait(args).enabled and not ex.dry_run and (body or args.out):
             _emit(body, args.out)
         else:
             result(location)
@@ -256,7 +258,8 @@ def main(argv: Optional[Sequence[str]] = None, executor: Optional[Executor] = No
     except limits.LimitError as error:
         print(f"whisper-deploy: limit: {error}", file=sys.stderr)
         return 2
-    except (WaitError, ClientError, BotoCoreError, FileNotFoundError) as error:
+    except (WaitError, PartialFailure, ClientError, BotoCoreError, Boto3Error, FileNotFoundError) as error:
+        # Boto3Error: e.g. S3UploadFailedError from upload_file, which wraps the ClientError
         print(f"whisper-deploy: error: {error}", file=sys.stderr)
         return 1
     return 0

@@ -9,7 +9,6 @@ for (a URI, a transcript, a list of outputs).
 from __future__ import annotations
 
 import base64
-import mimetypes
 import os
 import time
 import uuid
@@ -19,16 +18,13 @@ from typing import Callable, Optional
 
 from . import limits
 from . import requests as rq
-from .aws import Executor, WaitError, wait_for_status
+from .aws import Executor, PartialFailure, WaitError, wait_for_status
+from .content_types import content_type_for
 
 Log = Callable[[str], None]
 
 ENDPOINT_DONE = {"InService"}
 ENDPOINT_FAILED = {"Failed", "OutOfService", "RollingBack"}
-# Audio types mimetypes does not know everywhere; the container decodes any of them with ffmpeg.
-AUDIO_TYPES = {".wav": "audio/wav", ".mp3": "audio/mpeg", ".flac": "audio/flac", ".m4a": "audio/mp4",
-               ".ogg": "audio/ogg", ".opus": "audio/ogg", ".webm": "audio/webm", ".aac": "audio/aac",
-               ".mp4": "video/mp4", ".json": "application/json"}
 
 
 @dataclass(frozen=True)
@@ -52,11 +48,6 @@ class Scaling:
 
 def timestamped(name: str) -> str:
     return f"{name}-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}"
-
-
-def content_type_for(path: str) -> str:
-    suffix = Path(path).suffix.lower()
-    return AUDIO_TYPES.get(suffix) or mimetypes.guess_type(path)[0] or "application/octet-stream"
 
 
 # --- image registry ----------------------------------------------------------------
@@ -129,6 +120,10 @@ def deploy_endpoint(ex: Executor, name: str, config: rq.Request, scaling: Option
         raise limits.LimitError("autoscaling can only be registered on an InService endpoint; drop --no-wait")
 
     existing = ex.exists(rq.describe_endpoint(name))
+    if existing and existing.get("EndpointStatus") == "Failed":
+        reason = existing.get("FailureReason", "no FailureReason given")
+        raise WaitError(f"endpoint {name} is Failed ({reason}) and a Failed endpoint cannot be updated; "
+                        f"run `cleanup --endpoint {name}` first, then deploy again")
     ex.call(config)
     if existing:
         log(f"endpoint {name} exists ({existing.get('EndpointStatus')}): updating it to {config_name}")
@@ -139,8 +134,21 @@ def deploy_endpoint(ex: Executor, name: str, config: rq.Request, scaling: Option
         ex.call(create)
     if not wait.enabled:
         return {"EndpointName": name, "EndpointConfigName": config_name}
+
+    def on_new_config(description: dict) -> bool:
+        """InService counts only once the endpoint runs ``config_name``: right after UpdateEndpoint
+        DescribeEndpoint may still show InService on the old config; after a failed update
+        SageMaker rolls back to InService on the old config with a FailureReason."""
+        if description.get("EndpointConfigName") == config_name:
+            return True
+        if existing and description.get("FailureReason"):
+            raise WaitError(f"updating endpoint {name} to {config_name} failed; it is InService on "
+                            f"{description.get('EndpointConfigName')} again: {description['FailureReason']}")
+        return False
+
     description = wait_for_status(ex, rq.describe_endpoint(name), "EndpointStatus", ENDPOINT_DONE,
-                                  ENDPOINT_FAILED, poll_s=wait.poll_s, timeout_s=wait.timeout_s, log=log)
+                                  ENDPOINT_FAILED, poll_s=wait.poll_s, timeout_s=wait.timeout_s, log=log,
+                                  accept=on_new_config)
     for request in scale:
         response = ex.call(request)
         if request.params.get("PolicyType") == "StepScaling":
@@ -285,7 +293,13 @@ def cleanup(ex: Executor, endpoint: Optional[str], config: Optional[str], model:
 def delete_prefix(ex: Executor, prefix: str, log: Log) -> None:
     bucket, _ = limits.parse_s3_uri("S3 prefix", prefix)
     keys = [k for k, _ in ex.paginate_keys(lambda t: rq.list_objects(prefix, t), missing_ok=True)]
+    errors: list[dict] = []
     for start in range(0, len(keys), 1000):
-        ex.call(rq.delete_objects(bucket, keys[start:start + 1000]), missing_ok=True)
+        response = ex.call(rq.delete_objects(bucket, keys[start:start + 1000]), missing_ok=True)
+        errors += response.get("Errors", [])
+    if errors:
+        shown = ", ".join(f"{e.get('Key')} ({e.get('Code')}: {e.get('Message')})" for e in errors[:10])
+        more = f" and {len(errors) - 10} more" if len(errors) > 10 else ""
+        raise PartialFailure(f"could not delete {len(errors)} of {len(keys)} objects under {prefix}: {shown}{more}")
     if keys:
         log(f"deleted {len(keys)} objects under {prefix}")

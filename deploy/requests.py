@@ -74,10 +74,12 @@ def list_objects(s3_uri: str, token: Optional[str] = None) -> Request:
 
 
 def delete_objects(bucket: str, keys: list[str]) -> Request:
-    # DeleteObjects takes at most 1000 keys; callers chunk.
+    # DeleteObjects takes at most 1000 keys; callers chunk (dropping the rest silently would leave objects behind).
+    if len(keys) > 1000:
+        raise ValueError(f"DeleteObjects takes at most 1000 keys; got {len(keys)} (chunk them)")
     return Request("s3", "DeleteObjects", {
         "Bucket": bucket,
-        "Delete": {"Objects": [{"Key": k} for k in keys[:1000]], "Quiet": True},
+        "Delete": {"Objects": [{"Key": k} for k in keys], "Quiet": True},
     })
 
 

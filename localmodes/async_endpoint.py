@@ -29,19 +29,22 @@ What SageMaker does, and so what this does:
 
 Local liberties: input, output and failure locations may be folders as well as
 S3; a missing content type is guessed from the input's extension; a server
-that cannot be reached is "no capacity" (the request waits, as it would for an
-instance to scale out from zero) rather than a failure.
+that cannot be reached (the connection never opens) is "no capacity" (the
+request waits, as it would for an instance to scale out from zero) rather than
+a failure. A connection that breaks once the request is under way (the worker
+was killed: timeout, out of memory, crash) is tried again at most
+``MAX_ATTEMPTS`` times in all, then fails.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
 import re
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -51,19 +54,23 @@ from typing import Optional
 
 import requests
 from flask import Flask, jsonify, request
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 from werkzeug.serving import make_server
 
+from deploy import limits
+from deploy.content_types import content_type_for
+
 from . import storage
-from .async_queue import DONE, FAILED, QUEUED, RUNNING, Queue, Request
-from .batch_transform import guess_content_type
+from .async_queue import DONE, FAILED, Queue, Request
 from .notify import COMPLETED, FAILED as NOTIFY_FAILED, Notifier, build_message, parse_sink
-from .server import Container, started_server
+from .server import Container, add_server_args, server_from_args
 
 log = logging.getLogger("localmodes.async")
 
 H = "X-Amzn-SageMaker-"
-DEFAULT_TTL_SECONDS = 21600.0  # RequestTTLSeconds: 6 hours, range 60-21600
-DEFAULT_TIMEOUT_SECONDS = 900.0  # InvocationTimeoutSeconds: 15 minutes, range 1-3600
+DEFAULT_TTL_SECONDS = 21600.0  # RequestTTLSeconds: 6 hours, range limits.ASYNC_REQUEST_TTL_RANGE
+DEFAULT_TIMEOUT_SECONDS = 900.0  # InvocationTimeoutSeconds: 15 minutes, range limits.ASYNC_INVOCATION_TIMEOUT_RANGE
+MAX_ATTEMPTS = 3  # tries of one request whose connection broke mid-request before it fails
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 
 
@@ -84,8 +91,9 @@ class AsyncService:
     """The queue, the dispatcher threads and the notifications; no HTTP of its own."""
 
     def __init__(self, config: AsyncConfig, queue: Queue, notifier: Notifier):
-        if config.max_concurrent < 1:
-            raise ValueError("MaxConcurrentInvocationsPerInstance must be at least 1")
+        low, high = limits.ASYNC_MAX_CONCURRENT_RANGE
+        if not low <= config.max_concurrent <= high:
+            raise ValueError(f"MaxConcurrentInvocationsPerInstance must be between {low} and {high}")
         self.config = config
         self.queue = queue
         self.notifier = notifier
@@ -105,14 +113,16 @@ class AsyncService:
             worker.start()
             self._workers.append(worker)
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop taking requests; one still running after ``timeout`` is re-queued at the next start."""
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop taking requests; True when every worker has exited. One still running after
+        ``timeout`` leaves its row ``running``: it is re-queued at the next start."""
         self._stop.set()
         with self._wake:
             self._wake.notify_all()
         deadline = time.monotonic() + timeout
         for worker in self._workers:
             worker.join(max(0.0, deadline - time.monotonic()))
+        return not any(worker.is_alive() for worker in self._workers)
 
     # ---- requests ---------------------------------------------------------------
 
@@ -125,8 +135,9 @@ class AsyncService:
         if not _SAFE_ID.match(inference_id):
             raise ValidationError("InferenceId must be 1-64 characters of letters, digits and . _ : - "
                                   "(it names the output object)")
-        ttl = _number(headers, "RequestTTLSeconds", DEFAULT_TTL_SECONDS, 60, 21600)
-        timeout = _number(headers, "InvocationTimeoutSeconds", DEFAULT_TIMEOUT_SECONDS, 1, 3600)
+        ttl = _number(headers, "RequestTTLSeconds", DEFAULT_TTL_SECONDS, *limits.ASYNC_REQUEST_TTL_RANGE)
+        timeout = _number(headers, "InvocationTimeoutSeconds", DEFAULT_TIMEOUT_SECONDS,
+                          *limits.ASYNC_INVOCATION_TIMEOUT_RANGE)
         req = self.queue.enqueue(
             inference_id=inference_id, endpoint_name=endpoint_name, input_location=input_location,
             content_type=headers.get(H + "Content-Type"), accept=headers.get(H + "Accept"),
@@ -146,7 +157,7 @@ class AsyncService:
         answer /ping there is no capacity.
         """
         counts = self.queue.counts()
-        backlog = counts[QUEUED] + counts[RUNNING]
+        backlog = self.queue.backlog()
         instances = 1 if self.container.ping(timeout=2) else 0
         oldest = self.queue.oldest_pending_time()
         return {
@@ -171,7 +182,16 @@ class AsyncService:
                 continue
             try:
                 self._process(session, req)
-            except Exception as e:  # e.g. the output location is not writable: fail it, keep the worker
+            except Exception as e:
+                if self._stop.is_set() or isinstance(e, sqlite3.Error):
+                    # Shutting down (the queue may be closed under us) or the queue itself failed: the
+                    # request's fate is unknown, so leave its row; requeue_running sends it again at the
+                    # next start (at-least-once) rather than failing a request that may have succeeded.
+                    log.warning("%s left for the next start (%s: %s)", req.inference_id, type(e).__name__, e)
+                    if self._stop.is_set():
+                        return
+                    continue
+                # e.g. the output location is not writable: fail it, keep the worker
                 log.exception("processing %s failed", req.inference_id)
                 reason = f"InternalFailure: the local async service could not complete the request: {e}"
                 try:
@@ -184,7 +204,7 @@ class AsyncService:
         if time.time() - req.received_time > req.ttl_seconds:
             self._fail(req, f"ClientError: the request expired after RequestTTLSeconds={req.ttl_seconds:g} in the queue")
             return
-        content_type = req.content_type or guess_content_type(req.input_location)
+        content_type = req.content_type or content_type_for(req.input_location)
         try:
             with storage.local_copy(req.input_location) as path:
                 response = self.container.invoke(session, path, content_type, req.accept or "*/*",
@@ -193,13 +213,29 @@ class AsyncService:
             self._fail(req, f"ModelError: no response from the model within "
                             f"InvocationTimeoutSeconds={req.timeout_seconds:g}")
             return
-        except requests.ConnectionError:  # includes ConnectTimeout
-            # No instance to take it: it waits, like a request on an endpoint scaled to zero.
-            log.warning("server %s unreachable; %s stays queued", self.config.endpoint_url, req.inference_id)
-            self.queue.release(req.seq)
-            self._stop.wait(2.0)
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as e:
+            if never_connected(e):
+                # No instance to take it: it waits, like a request on an endpoint scaled to zero.
+                log.warning("server %s unreachable; %s stays queued", self.config.endpoint_url, req.inference_id)
+                self.queue.release(req.seq)
+                self._stop.wait(2.0)
+                return
+            # The connection opened, then broke: the worker died mid-request (timeout, out of
+            # memory, crash) or its answer was cut off. Another try may succeed; endless ones block the queue.
+            reason = (f"ModelError: the connection to the model server broke during the request "
+                      f"(attempt {req.attempts} of {MAX_ATTEMPTS}): {type(e).__name__}: {e}")
+            if req.attempts >= MAX_ATTEMPTS:
+                self._fail(req, reason)
+            else:
+                log.warning("%s; %s goes back to the queue", reason, req.inference_id)
+                self.queue.release(req.seq, count_attempt=True)
+            return
+        except requests.RequestException as e:
+            self._fail(req, f"InternalFailure: the request to the model server failed: {type(e).__name__}: {e}")
             return
         except Exception as e:  # the input could not be read (missing object, S3 error...)
+            if self._stop.is_set() or isinstance(e, sqlite3.Error):
+                raise
             self._fail(req, f"ClientError: could not read the input {req.input_location}: {e}")
             return
         self._finish(req, response)
@@ -231,6 +267,27 @@ class AsyncService:
                                          failure_reason=reason))
         self.queue.finish(req.seq, FAILED, reason)
         log.info("%s failed: %s", req.inference_id, reason)
+
+
+def never_connected(error: BaseException) -> bool:
+    """Whether a requests error means the connection was never opened (refused, nothing
+    listening, connect timeout) rather than broken once the request was under way."""
+    if isinstance(error, requests.ConnectTimeout):
+        return True
+    seen: set[int] = set()
+    pending: list = [error]
+    while pending:
+        e = pending.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, (NewConnectionError, ConnectTimeoutError, ConnectionRefusedError)):
+            return True
+        if isinstance(e, BaseException):
+            # requests wraps urllib3's MaxRetryError, whose ``reason`` is the underlying error
+            pending += [e.__cause__, e.__context__, getattr(e, "reason", None)]
+            pending += [a for a in e.args if isinstance(a, BaseException)]
+    return False
 
 
 def _number(headers, name: str, default: float, low: float, high: float) -> float:
@@ -287,10 +344,9 @@ def create_app(service: AsyncService) -> Flask:
 def _log_backlog(service: AsyncService, stop: threading.Event, interval: float) -> None:
     last = None
     while not stop.wait(interval):
-        counts = service.queue.counts()
-        backlog = counts[QUEUED] + counts[RUNNING]
+        backlog = service.queue.backlog()
         if backlog != last:
-            log.info("ApproximateBacklogSize=%d (queued %d, running %d)", backlog, counts[QUEUED], counts[RUNNING])
+            log.info("ApproximateBacklogSize=%d", backlog)
             last = backlog
 
 
@@ -315,8 +371,10 @@ def serve(config: AsyncConfig, db: str, notify: list[str], host: str, port: int,
     try:
         http.serve_forever()
     finally:
-        service.stop()
-        service.queue.close()
+        if service.stop():
+            service.queue.close()
+        else:  # a worker is still in a request: closing under it would turn its end into a failure
+            log.warning("a request is still running; it is re-queued at the next start")
 
 
 # ---- client -------------------------------------------------------------------------------
@@ -375,13 +433,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="run the async endpoint service")
-    target = s.add_mutually_exclusive_group(required=True)
-    target.add_argument("--endpoint", help="URL of a running container server, e.g. http://127.0.0.1:8080")
-    target.add_argument("--start-server", action="store_true", help="start container/serve alongside")
-    s.add_argument("--backend", help="WHISPER_BACKEND for --start-server")
+    add_server_args(s)
     s.add_argument("--output", required=True, help="S3OutputPath: folder, file:// or s3:// prefix")
     s.add_argument("--failure", required=True, help="S3FailurePath: folder, file:// or s3:// prefix")
-    s.add_argument("--max-concurrent", type=int, default=1, help="MaxConcurrentInvocationsPerInstance (default 1)")
+    s.add_argument("--max-concurrent", type=int, default=1, help="MaxConcurrentInvocationsPerInstance, %d-%d (default 1)" % limits.ASYNC_MAX_CONCURRENT_RANGE)
     s.add_argument("--db", default="async-queue.sqlite", help="the sqlite queue file (kept across restarts)")
     s.add_argument("--notify", action="append", default=[],
                    help="file:PATH | http://URL | sns:SUCCESS_ARN,ERROR_ARN (repeatable)")
@@ -414,8 +469,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         except (RuntimeError, TimeoutError, requests.RequestException) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-    server = started_server(args.backend) if args.start_server else contextlib.nullcontext(args.endpoint)
-    with server as endpoint:
+    low, high = limits.ASYNC_MAX_CONCURRENT_RANGE
+    if not low <= args.max_concurrent <= high:
+        print(f"error: --max-concurrent (MaxConcurrentInvocationsPerInstance) must be between {low} and {high}",
+              file=sys.stderr)
+        return 2
+    with server_from_args(args) as endpoint:
         config = AsyncConfig(endpoint, args.output, args.failure, args.max_concurrent, args.region)
         serve(config, args.db, args.notify, args.host, args.port, args.metrics_interval)
     return 0

@@ -114,11 +114,13 @@ class Queue:
             ).fetchone()
         return Request(**dict(row)) if row else None
 
-    def release(self, seq: int) -> None:
-        """Give a running request back to the queue (the server had no capacity for it)."""
+    def release(self, seq: int, count_attempt: bool = False) -> None:
+        """Give a running request back to the queue. ``count_attempt`` False: the server had no
+        capacity for it, so the attempt is taken back; True: it was tried (and broke), so it counts."""
+        taken_back = 0 if count_attempt else 1
         with self._lock:
-            self._db.execute("UPDATE requests SET state=?, started_time=NULL, attempts=attempts-1 WHERE seq=?",
-                             (QUEUED, seq))
+            self._db.execute("UPDATE requests SET state=?, started_time=NULL, attempts=attempts-? WHERE seq=?",
+                             (QUEUED, taken_back, seq))
 
     def finish(self, seq: int, state: str, failure_reason: Optional[str] = None) -> None:
         assert state in (DONE, FAILED)
@@ -139,6 +141,11 @@ class Queue:
         counts = {QUEUED: 0, RUNNING: 0, DONE: 0, FAILED: 0}
         counts.update({state: n for state, n in rows})
         return counts
+
+    def backlog(self) -> int:
+        """ApproximateBacklogSize: requests queued or being processed, as SageMaker counts them."""
+        counts = self.counts()
+        return counts[QUEUED] + counts[RUNNING]
 
     def oldest_pending_time(self) -> Optional[float]:
         """When the oldest request still queued or running was received (None if none is)."""

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import mimetypes
 import sys
 import threading
 import time
@@ -38,16 +37,13 @@ from typing import Optional
 import requests
 from tqdm import tqdm
 
+from deploy import limits
+from deploy.content_types import content_type_for
+
 from . import storage
-from .server import Container, ExecutionParameters, started_server
+from .server import Container, ExecutionParameters, add_server_args, server_from_args
 
 MB = 1024 * 1024
-DEFAULT_CONTENT_TYPE = "application/octet-stream"
-
-
-def guess_content_type(name: str) -> str:
-    """The MIME type of a file from its extension; the server decodes anything ffmpeg can."""
-    return mimetypes.guess_type(name)[0] or DEFAULT_CONTENT_TYPE
 
 
 def is_retryable(status: int) -> bool:
@@ -109,8 +105,9 @@ def transform(endpoint: str, input_uri: str, output_uri: str, config: JobConfig 
               max_concurrent: Optional[int] = None, max_payload_mb: Optional[int] = None,
               progress: bool = True, ping_timeout: float = 600.0) -> BatchReport:
     """Run one transform job over every object under ``input_uri``."""
-    if not 0 <= config.max_retries <= 3:
-        raise ValueError("InvocationsMaxRetries must be between 0 and 3, as in ModelClientConfig")
+    low, high = limits.INVOCATIONS_RETRIES_RANGE
+    if not low <= config.max_retries <= high:
+        raise ValueError(f"InvocationsMaxRetries must be between {low} and {high}, as in ModelClientConfig")
     container = Container(endpoint)
     container.wait_until_healthy(ping_timeout)
     params = container.execution_parameters() or ExecutionParameters()
@@ -129,14 +126,21 @@ def transform(endpoint: str, input_uri: str, output_uri: str, config: JobConfig 
         return _transform_one(container, local.session, obj, output_uri, config, params)
 
     start = time.monotonic()
-    with ThreadPoolExecutor(max_workers=params.max_concurrent_transforms) as pool, \
-            tqdm(total=len(objects), unit="file", disable=not progress, file=sys.stderr) as bar:
-        futures = [pool.submit(run, obj) for obj in objects]
-        for future in as_completed(futures):
-            outcome = future.result()
-            report.outcomes.append(outcome)
-            bar.update(1)
-            bar.set_postfix(failed=len(report.failed), refresh=False)
+    pool = ThreadPoolExecutor(max_workers=params.max_concurrent_transforms)
+    try:
+        with tqdm(total=len(objects), unit="file", disable=not progress, file=sys.stderr) as bar:
+            futures = [pool.submit(run, obj) for obj in objects]
+            for future in as_completed(futures):
+                outcome = future.result()
+                report.outcomes.append(outcome)
+                bar.update(1)
+                bar.set_postfix(failed=len(report.failed), refresh=False)
+    except BaseException:
+        # Ctrl-C (or anything else): drop the files not yet started instead of waiting for all of them;
+        # the ones in flight finish (a thread cannot be interrupted) and the error goes on up.
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
     report.seconds = time.monotonic() - start
     report.outcomes.sort(key=lambda o: o.obj.relative_key)
     return report
@@ -151,7 +155,7 @@ def _transform_one(container: Container, session: requests.Session, obj: storage
             outcome.error = (f"{obj.size / MB:.1f} MB is over MaxPayloadInMB={params.max_payload_mb} "
                              "(with SplitType None an object is one request)")
             return outcome
-        content_type = guess_content_type(obj.relative_key) if config.content_type == "auto" else config.content_type
+        content_type = content_type_for(obj.relative_key) if config.content_type == "auto" else config.content_type
         with storage.local_copy(obj.uri) as path:
             response, outcome.attempts, outcome.error = _invoke_with_retries(
                 container, session, path, content_type, config)
@@ -204,16 +208,16 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Run a SageMaker-style batch transform job against a local server.")
     p.add_argument("--input", required=True, help="folder, file://, s3:// prefix or object")
     p.add_argument("--output", required=True, help="folder, file:// or s3:// prefix for the .out files")
-    target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("--endpoint", help="URL of a running container server, e.g. http://127.0.0.1:8080")
-    target.add_argument("--start-server", action="store_true", help="start container/serve for this job")
-    p.add_argument("--backend", help="WHISPER_BACKEND for --start-server (openai, transformers, ctranslate2)")
-    p.add_argument("--accept", default="application/json",
-                   help="application/json, text/plain, text/vtt, application/x-subrip, text/tab-separated-values")
+    add_server_args(p)
+    p.add_argument("--accept", default="application/json", choices=limits.ACCEPT_TYPES,
+                   help="the transcript format (default application/json)")
     p.add_argument("--content-type", default="auto",
                    help="the ContentType of every object, or 'auto' to guess each from its extension")
     p.add_argument("--custom-attributes", help="sent as X-Amzn-SageMaker-Custom-Attributes, e.g. language=en")
-    p.add_argument("--max-retries", type=int, default=3, help="InvocationsMaxRetries, 0-3 (default 3)")
+    p.add_argument("--max-retries", type=int, default=limits.INVOCATIONS_RETRIES_RANGE[1],
+                   choices=range(limits.INVOCATIONS_RETRIES_RANGE[0], limits.INVOCATIONS_RETRIES_RANGE[1] + 1),
+                   help="InvocationsMaxRetries, %d-%d (default %d)" % (*limits.INVOCATIONS_RETRIES_RANGE,
+                                                                       limits.INVOCATIONS_RETRIES_RANGE[1]))
     p.add_argument("--invocation-timeout", type=float, default=600.0,
                    help="InvocationsTimeoutInSeconds (default 600)")
     p.add_argument("--max-concurrent-transforms", type=int, help="override the server's MaxConcurrentTransforms")
@@ -226,7 +230,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     config = JobConfig(args.accept, args.content_type, args.custom_attributes, args.max_retries,
                        args.invocation_timeout)
-    server = (started_server(args.backend) if args.start_server else contextlib.nullcontext(args.endpoint))
+    server = server_from_args(args)
     try:
         with server as endpoint:
             report = transform(endpoint, args.input, args.output, config, args.max_concurrent_transforms,

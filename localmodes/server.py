@@ -8,6 +8,7 @@ other way, or a stand-in in unit tests.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import signal
@@ -18,7 +19,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping, Optional
+from typing import ContextManager, Iterator, Mapping, Optional
 
 import requests
 
@@ -85,6 +86,20 @@ class Container:
             headers[CUSTOM_ATTRIBUTES_HEADER] = custom_attributes
         with open(path, "rb") as body:
             return session.post(f"{self.url}/invocations", data=body, headers=headers, timeout=timeout)
+
+
+def add_server_args(parser: argparse.ArgumentParser) -> None:
+    """``--endpoint URL | --start-server`` (one required) and ``--backend``, as every mode takes them."""
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--endpoint", help="URL of a running container server, e.g. http://127.0.0.1:8080")
+    target.add_argument("--start-server", action="store_true",
+                        help="start container/serve on 127.0.0.1 for as long as this command runs")
+    parser.add_argument("--backend", help="WHISPER_BACKEND for --start-server (openai, transformers, ctranslate2)")
+
+
+def server_from_args(args: argparse.Namespace) -> ContextManager[str]:
+    """A context manager yielding the server's URL: started here, or the given ``--endpoint``."""
+    return started_server(args.backend) if args.start_server else contextlib.nullcontext(args.endpoint)
 
 
 def free_port() -> int:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -203,14 +202,3 @@ def exists(uri: str) -> bool:
             return False
     return local_path(uri).is_file()
 
-
-def copy_file(src: Path, uri: str, content_type: Optional[str] = None) -> None:
-    """Upload or copy a local file to ``uri`` (used by the clients to stage inputs)."""
-    if is_s3(uri):
-        bucket, key = split_s3(uri)
-        extra = {"ExtraArgs": {"ContentType": content_type}} if content_type else {}
-        s3_client().upload_file(str(src), bucket, key, **extra)
-        return
-    dest = local_path(uri)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, dest)

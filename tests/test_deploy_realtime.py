@@ -182,7 +182,7 @@ def test_existing_endpoint_is_updated_after_deregistering_scaling(capsys):
     stub.add_response("update_endpoint", {"EndpointArn": "arn:aws:sagemaker:us-east-1:1:endpoint/asr"},
                       {"EndpointName": "asr", "EndpointConfigName": "asr-c2"})
     stub.add_response("describe_endpoint", _endpoint("Updating"))
-    stub.add_response("describe_endpoint", _endpoint("InService"))
+    stub.add_response("describe_endpoint", _endpoint("InService", EndpointConfigName="asr-c2"))
     with Stubber(aas) as aas_stub, Stubber(cw) as cw_stub, stub:
         aas_stub.add_response("describe_scaling_policies", {"ScalingPolicies": [_policy("asr-invocations-per-instance")]},
                               resource)

@@ -7,6 +7,7 @@ import json
 import threading
 
 import boto3
+import pytest
 import requests
 from flask import Flask, request
 
@@ -66,7 +67,7 @@ def test_accepts_at_once_then_writes_outputs_failures_and_notifications(tmp_path
     assert response.headers[H + "OutputLocation"] == str(tmp_path / "out" / "req-2.out")
     assert response.headers[H + "FailureLocation"] == str(tmp_path / "fail" / "req-2-error.out")
 
-    assert (tmp_path / "out" / "req-1.out").read_text() == "10 bytes of audio/x-wav as text/plain"
+    assert (tmp_path / "out" / "req-1.out").read_text() == "10 bytes of audio/wav as text/plain"
     assert stand_in.requests[0]["custom"] == "language=en"
     assert not (tmp_path / "out" / "req-2.out").exists()
     error_body = json.loads((tmp_path / "fail" / "req-2-error.out").read_text())
@@ -83,7 +84,7 @@ def test_accepts_at_once_then_writes_outputs_failures_and_notifications(tmp_path
         assert note["eventTime"].endswith("Z") and note["receivedTime"] <= note["eventTime"]
     assert ok["requestParameters"]["accept"] == "text/plain"
     assert ok["requestParameters"]["customAttributes"] == "language=en"
-    assert ok["responseParameters"] == {"contentType": "text/plain; charset=utf-8", "sentContentLength": 37,
+    assert ok["responseParameters"] == {"contentType": "text/plain; charset=utf-8", "sentContentLength": 35,
                                         "outputLocation": good["OutputLocation"]}
     assert ok["outputLocation"] == good["OutputLocation"] and "failureReason" not in ok
     assert bad["failureLocation"] == str(tmp_path / "fail" / "req-2-error.out")
@@ -240,3 +241,84 @@ def test_an_unwritable_output_fails_the_request_and_the_worker_carries_on(tmp_pa
             service.queue.close()
     assert all(r.startswith("InternalFailure") for r in reasons), reasons
     assert sorted(p.name for p in (tmp_path / "fail").iterdir()) == ["first-error.out", "second-error.out"]
+
+
+@contextlib.contextmanager
+def _breaking_server(reply: bytes):
+    """Accepts each connection, reads the request's start, sends ``reply`` and hangs up:
+    a worker that dies mid-request (empty reply) or cuts its answer off (partial chunked reply)."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.settimeout(0.2)
+    hits = []
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(2)
+                with contextlib.suppress(OSError):
+                    conn.recv(65536)
+                    hits.append(1)
+                    conn.sendall(reply)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}", hits
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+
+
+def test_a_connection_broken_mid_request_fails_after_a_few_attempts(tmp_path):
+    cut_off = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab"
+    for name, reply in (("dropped", b""), ("cut-off", cut_off)):
+        with _breaking_server(reply) as (backend, hits), \
+                running_service(tmp_path / name, backend) as (service, url):
+            async_endpoint.invoke(url, audio(tmp_path, "a.wav", b"audio"), inference_id="r")
+            wait_until(lambda: finished(service, 1), 15, f"the {name} request to fail")
+            req = service.queue.latest("r")
+        assert req.state == FAILED and req.attempts == async_endpoint.MAX_ATTEMPTS == len(hits), name
+        assert "connection to the model server broke" in req.failure_reason, req.failure_reason
+        assert "could not read the input" not in req.failure_reason
+        assert json.loads((tmp_path / name / "fail" / "r-error.out").read_text())["error"] == req.failure_reason
+
+
+def test_refused_connections_are_no_capacity_and_broken_ones_are_not():
+    nowhere = f"http://127.0.0.1:{free_port()}/invocations"
+    with pytest.raises(requests.ConnectionError) as refused:
+        requests.post(nowhere, data=b"x", timeout=5)
+    assert async_endpoint.never_connected(refused.value)
+    assert async_endpoint.never_connected(requests.ConnectTimeout("slow"))
+    assert not async_endpoint.never_connected(requests.ConnectionError("Connection aborted."))
+
+
+def test_stopping_mid_request_leaves_the_row_for_the_next_start(tmp_path):
+    """A worker still in a request when the service stops must not turn the closed queue into a
+    failure object and an error notification: the row stays ``running`` and is re-queued."""
+    stand_in = StandIn(delay=1.5)
+    db = tmp_path / "queue.sqlite"
+    with stand_in.running() as backend:
+        with running_service(tmp_path, backend, db=db) as (service, url):
+            async_endpoint.invoke(url, audio(tmp_path, "a.wav", b"audio"), inference_id="slow")
+            wait_until(lambda: stand_in.in_flight == 1, 10, "the request to reach the server")
+            assert service.stop(timeout=0.1) is False  # still in the request
+            service.queue.close()  # what a forced shutdown does; the worker then finishes against it
+            wait_until(lambda: not any(w.is_alive() for w in service._workers), 10, "the worker to exit")
+        assert not (tmp_path / "fail").exists()
+        assert [n["invocationStatus"] for n in notifications(tmp_path) if n["invocationStatus"] != "Completed"] == []
+        queue = Queue(db)
+        try:
+            assert queue.latest("slow").state == RUNNING
+            assert queue.requeue_running() == 1
+        finally:
+            queue.close()

@@ -32,7 +32,7 @@ def test_every_object_becomes_one_request_and_one_out_file(tmp_path):
     assert sorted(p.relative_to(outputs).as_posix() for p in outputs.rglob("*") if p.is_file()) == [
         "a.wav.out", "notes.bin.out", "talks/2024/c.webm.out", "talks/b.mp3.out"]
     assert (outputs / "talks" / "b.mp3.out").read_text() == "20 bytes of audio/mpeg as text/vtt"
-    assert (outputs / "talks" / "2024" / "c.webm.out").read_text() == "30 bytes of video/webm as text/vtt"
+    assert (outputs / "talks" / "2024" / "c.webm.out").read_text() == "30 bytes of audio/webm as text/vtt"
     assert (outputs / "notes.bin.out").read_text() == "40 bytes of application/octet-stream as text/vtt"
     assert {r["custom"] for r in stand_in.requests} == {"language=en"}
 
@@ -131,3 +131,25 @@ def test_an_empty_input_is_an_error_not_a_success(tmp_path, capsys):
         code = batch_transform.main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
                                      "--endpoint", url, "--no-progress"])
     assert code == 2 and "no objects found" in capsys.readouterr().err
+
+
+def test_ctrl_c_cancels_the_files_not_yet_started(tmp_path, monkeypatch):
+    import time
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i in range(20):
+        (inputs / f"{i:02}.wav").write_bytes(b"audio")
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        time.sleep(0.05)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(batch_transform, "_transform_one", interrupted)
+    with StandIn(max_concurrent_transforms=1).running() as url:
+        with pytest.raises(KeyboardInterrupt):
+            transform(url, str(inputs), str(tmp_path / "out"), progress=False)
+        time.sleep(0.2)
+    assert len(calls) <= 2, "the queued files were cancelled, not each run"
