@@ -91,9 +91,8 @@ class AsyncService:
     """The queue, the dispatcher threads and the notifications; no HTTP of its own."""
 
     def __init__(self, config: AsyncConfig, queue: Queue, notifier: Notifier):
-        low, high = limits.ASYNC_MAX_CONCURRENT_RANGE
-        if not low <= config.max_concurrent <= high:
-            raise ValueError(f"MaxConcurrentInvocationsPerInstance must be between {low} and {high}")
+        limits.check_int_range("MaxConcurrentInvocationsPerInstance", config.max_concurrent,
+                               *limits.ASYNC_MAX_CONCURRENT_RANGE)
         self.config = config
         self.queue = queue
         self.notifier = notifier
