@@ -1,61 +1,40 @@
-"""gunicorn settings for the SageMaker serving container, all derived from the environment.
+"""gunicorn settings for the SageMaker serving container, all from ``serve.settings.Settings``.
 
 Read by ``container/serve`` in the gunicorn master, before any worker forks.
 
 - One worker per GPU, each pinned to its GPU (``post_fork``); 1 worker on CPU.
-  ``SAGEMAKER_MODEL_SERVER_WORKERS`` overrides.
+  ``SAGEMAKER_MODEL_SERVER_WORKERS`` overrides. The master writes the count it
+  chose back to that variable, so every worker's Settings knows it.
 - No ``preload_app``: each worker loads its own model after the fork, so CUDA
   is never initialised in the master (a CUDA context does not survive fork).
-  For the same reason GPUs are counted here without touching CUDA.
+  For the same reason GPUs are counted without touching CUDA.
 - ``gthread`` workers: one thread per connection, so /ping is answered while
-  a long transcription runs in the worker's inference thread.
+  requests wait for their transcriptions (``WHISPER_SERVER_THREADS``).
 - Request timeout ``SAGEMAKER_MODEL_SERVER_TIMEOUT`` (default 3600 s, what
   async inference allows); SIGTERM drains in-flight requests for 30 s.
-- No body-size cap (``WHISPER_MAX_BODY_MB`` sets one, enforced by the app).
 - Logs go to stdout; gunicorn's access log is off in favour of the app's
   one structured JSON line per invocation.
 """
 
 from __future__ import annotations
 
-import glob
 import os
 import shutil
-import subprocess
 
+from serve.http.app import worker_scratch
 from serve.settings import Settings
 
 settings = Settings.from_env()
-
-
-def visible_gpus() -> list[str]:
-    """GPU ids this container may use, found without initialising CUDA."""
-    if settings.device == "cpu":
-        return []
-    mask = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if mask is not None:
-        ids = [g.strip() for g in mask.split(",") if g.strip()]
-        return [] if ids[:1] == ["-1"] else ids
-    proc_gpus = glob.glob("/proc/driver/nvidia/gpus/*")
-    if proc_gpus:
-        return [str(i) for i in range(len(proc_gpus))]
-    if shutil.which("nvidia-smi"):
-        try:
-            out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20).stdout
-            return [str(i) for i, line in enumerate(l for l in out.splitlines() if l.startswith("GPU "))]
-        except (OSError, subprocess.SubprocessError):
-            pass
-    return []
-
-
-GPUS = visible_gpus()
+GPUS = settings.visible_gpus()
 # An explicit device (cuda:N) is the operator's choice: don't re-pin workers.
 PIN_GPUS = bool(GPUS) and settings.device in ("auto", "cuda")
 
-bind = f"{os.environ.get('WHISPER_BIND_HOST') or '0.0.0.0'}:{settings.port}"
-workers = settings.workers or max(1, len(GPUS))
+bind = f"{settings.bind_host}:{settings.port}"
+workers = settings.worker_count()
+os.environ["SAGEMAKER_MODEL_SERVER_WORKERS"] = str(workers)
 worker_class = "gthread"
-threads = int(os.environ.get("WHISPER_SERVER_THREADS") or 16)
+threads = settings.server_threads
+worker_connections = settings.server_threads  # a full worker leaves new connections to the others
 timeout = settings.timeout
 graceful_timeout = 30
 keepalive = 75  # longer than the idle timeout of SageMaker's front end (60 s)
@@ -69,9 +48,6 @@ capture_output = False
 # gunicorn >= 24 opens a control socket at a fixed path; several servers on one host
 # (tests, local runs) would fight over it, and the container has no use for it.
 control_socket_disable = True
-
-# The app reports MaxConcurrentTransforms = workers x per-worker concurrency.
-os.environ["WHISPER_SERVER_WORKERS"] = str(workers)
 
 logconfig_dict = {
     "version": 1,
@@ -92,6 +68,17 @@ logconfig_dict = {
 }
 
 
+def on_starting(server):
+    """Before any worker: an empty scratch folder (a killed container may have left request files)."""
+    shutil.rmtree(settings.scratch_dir, ignore_errors=True)
+    settings.scratch_dir.mkdir(parents=True, exist_ok=True)
+
+
+def child_exit(server, worker):
+    """A worker ended (killed, crashed or stopped): its requests' files go with it."""
+    shutil.rmtree(worker_scratch(settings.scratch_dir, worker.pid), ignore_errors=True)
+
+
 def pre_fork(server, worker):
     """Give the new worker the lowest slot no live worker holds (a restarted worker reuses its GPU)."""
     taken = {getattr(w, "slot", None) for w in server.WORKERS.values()}
@@ -101,7 +88,6 @@ def pre_fork(server, worker):
 def post_fork(server, worker):
     """In the worker, before the app loads: see only our GPU, or share the CPU cores fairly."""
     slot = getattr(worker, "slot", 0)
-    os.environ["WHISPER_WORKER_SLOT"] = str(slot)
     if PIN_GPUS:
         gpu = GPUS[slot % len(GPUS)]
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
@@ -110,4 +96,3 @@ def post_fork(server, worker):
     elif workers > 1 and not settings.cpu_threads:
         cores = len(os.sched_getaffinity(0))
         os.environ["WHISPER_CPU_THREADS"] = str(max(1, cores // workers))
-

@@ -1,17 +1,20 @@
-"""Errors that map to HTTP status codes.
+"""The errors the service reports, by kind.
 
-Every error the server answers with is one of these; anything else is a 500
-with a request id. The type names appear verbatim in the JSON error body
-``{"error": {"type": ..., "message": ...}}``.
+Each class is a kind of failure with a message written for the caller.
+Nothing here knows HTTP: ``serve.http.errors`` maps each kind to a status
+code in one table, and the artifacts CLI prints the message. Anything that
+is not one of these is an internal error (a 500 carrying a request id).
+The class's ``error_type`` appears verbatim in JSON error bodies.
 """
 
 from __future__ import annotations
 
+from typing import Optional
+
 
 class WhisperServeError(Exception):
-    """Base class: an error with a status code and a user-facing message."""
+    """Base class: an error with a user-facing message."""
 
-    status_code = 500
     error_type = "InternalError"
 
     def __init__(self, message: str):
@@ -20,14 +23,18 @@ class WhisperServeError(Exception):
 
 
 class InvalidParameterError(WhisperServeError):
-    """A parameter is malformed, out of range or unknown (400)."""
+    """A parameter or setting is malformed, out of range, unknown or repeated."""
 
-    status_code = 400
     error_type = "InvalidParameter"
+
+    def __init__(self, message: str, param: Optional[str] = None):
+        super().__init__(message)
+        self.param = param
+        """The parameter's name, where one is to blame (the OpenAI error shape reports it)."""
 
 
 class UnsupportedOptionError(InvalidParameterError):
-    """An option the chosen backend or model cannot honour (400).
+    """An option the chosen backend or model cannot honour.
 
     The message always names the option and the backend, so a user knows
     whether to drop the option or switch backends.
@@ -37,31 +44,33 @@ class UnsupportedOptionError(InvalidParameterError):
 
 
 class InvalidRequestError(WhisperServeError):
-    """The request body is malformed (bad JSON, missing file field...) (400)."""
+    """The request body is malformed or incomplete (bad JSON, missing file field, cut upload...)."""
 
-    status_code = 400
     error_type = "InvalidRequest"
 
 
 class NotAcceptableError(WhisperServeError):
-    """The Accept header asks for a format we cannot produce (406)."""
+    """The Accept header asks for a format we cannot produce."""
 
-    status_code = 406
     error_type = "NotAcceptable"
 
 
 class PayloadTooLargeError(WhisperServeError):
-    """The body exceeds a cap an operator configured (413). No cap by default."""
+    """The body, or the audio decoded from it, exceeds a limit an operator can set."""
 
-    status_code = 413
     error_type = "PayloadTooLarge"
 
 
 class AudioDecodeError(WhisperServeError):
-    """ffmpeg could not decode the body as audio (415); carries ffmpeg's reason."""
+    """ffmpeg could not decode the body as audio; carries ffmpeg's reason."""
 
-    status_code = 415
     error_type = "UnsupportedMediaType"
+
+
+class UpstreamError(WhisperServeError):
+    """A service the request depends on (S3) could not be reached or failed."""
+
+    error_type = "UpstreamUnavailable"
 
 
 class ArtifactError(WhisperServeError):
@@ -71,19 +80,30 @@ class ArtifactError(WhisperServeError):
     turns healthy) with a message naming the file.
     """
 
-    status_code = 500
     error_type = "ModelArtifactError"
 
 
 class RequestTimeoutError(WhisperServeError):
-    """The request waited or ran longer than SAGEMAKER_MODEL_SERVER_TIMEOUT (504)."""
+    """The request waited or ran longer than SAGEMAKER_MODEL_SERVER_TIMEOUT."""
 
-    status_code = 504
     error_type = "Timeout"
 
 
 class ModelNotReadyError(WhisperServeError):
-    """The model is still loading (503)."""
+    """The model is still loading, or failed to load."""
 
-    status_code = 503
     error_type = "ModelNotReady"
+
+
+class ShuttingDownError(WhisperServeError):
+    """The server is stopping and the request cannot finish before it does: retry elsewhere."""
+
+    error_type = "ShuttingDown"
+
+    retry_after_s = 5
+
+
+class CancelledError(WhisperServeError):
+    """The request was given up (its client went away); nobody reads this error."""
+
+    error_type = "Cancelled"

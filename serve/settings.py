@@ -6,16 +6,20 @@ The README's settings table is this file in prose: keep them together.
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
+import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Optional
 
+from .core.options import TranscribeOptions, as_float, as_int, parse_options
 from .errors import InvalidParameterError
-from .params import as_float, as_int, parse_options
-from .transcription import TranscribeOptions
 
 BACKENDS = ("auto", "openai", "transformers", "ctranslate2")
+PACKING = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -32,9 +36,6 @@ class Settings:
     """HF_MODEL_ID: a Hugging Face hub id loaded by the transformers backend
     when the model directory is empty (needs network access)."""
 
-    hf_task: str = "automatic-speech-recognition"
-    """HF_TASK: the pipeline task (kept for the Hugging Face DLC convention)."""
-
     device: str = "auto"
     """WHISPER_DEVICE: auto | cpu | cuda | cuda:N. auto uses CUDA when present."""
 
@@ -50,21 +51,37 @@ class Settings:
     openai / transformers layouts (once)."""
 
     window_seconds: float = 600.0
-    """WHISPER_WINDOW_SECONDS: audio is decoded and transcribed in windows of at
-    most this length, cut at the quietest moment near the end, so memory stays
-    bounded whatever the audio length. 0 = the whole file at once."""
+    """WHISPER_WINDOW_SECONDS: sequential long-form decoding (condition_on_previous_text)
+    hands the engine's own loop windows of at most this length, cut at the quietest
+    moment, so memory stays bounded whatever the audio length (at least 60)."""
+
+    max_batch: int = 0
+    """WHISPER_MAX_BATCH: most windows of 30 s (from all concurrent requests) decoded in one
+    engine call. 0 = measured default: 16 on a GPU, 4 on a CPU."""
+
+    packing: str = "auto"
+    """WHISPER_PACKING: auto | on | off. Pack short windows of several requests into one 30 s
+    engine window (auto: on a CPU, where it made short clips 3x faster; off on a GPU)."""
+
+    decode_workers: int = 0
+    """WHISPER_DECODE_WORKERS: ffmpeg processes (and VAD passes) running at once. 0 = one per core, 2 to 8."""
+
+    max_audio_seconds: float = 4 * 3600.0
+    """WHISPER_MAX_AUDIO_SECONDS: the longest audio one request may decode (413 beyond),
+    so a small body cannot buy hours of computing. 0 = no limit."""
 
     defaults: TranscribeOptions = field(default_factory=TranscribeOptions)
     """Default transcription options, from WHISPER_LANGUAGE, WHISPER_TASK,
     WHISPER_INITIAL_PROMPT, WHISPER_TEMPERATURE, WHISPER_BEAM_SIZE,
     WHISPER_WORD_TIMESTAMPS, WHISPER_VAD_FILTER, WHISPER_CONDITION_ON_PREVIOUS_TEXT,
-    WHISPER_CHUNK_LENGTH_S, WHISPER_BATCH_SIZE. A request's parameters override them."""
+    WHISPER_CHUNK_LENGTH_S. A request's parameters override them."""
 
     max_body_mb: float = 0.0
     """WHISPER_MAX_BODY_MB: reject larger bodies with 413. 0 = no cap (default)."""
 
-    tmp_dir: Optional[Path] = None
-    """WHISPER_TMP_DIR: where request bodies are streamed; system temp by default."""
+    scratch_dir: Path = Path(tempfile.gettempdir()) / "whisper-scratch"
+    """WHISPER_TMP_DIR: where request bodies and their decoded audio live, one folder per
+    request, removed when it ends. The server empties it at start: use a folder of its own."""
 
     warmup: bool = True
     """WHISPER_WARMUP: transcribe a short spoken sentence shipped in the package, and
@@ -72,6 +89,13 @@ class Settings:
 
     port: int = 8080
     """SAGEMAKER_BIND_TO_PORT: the port SageMaker sends traffic to."""
+
+    bind_host: str = "0.0.0.0"
+    """WHISPER_BIND_HOST: the address the server listens on (local runs and tests use 127.0.0.1)."""
+
+    server_threads: int = 64
+    """WHISPER_SERVER_THREADS: connection threads per worker. Each in-flight request holds
+    one while it waits for its transcription, so this bounds the requests a worker batches."""
 
     workers: Optional[int] = None
     """SAGEMAKER_MODEL_SERVER_WORKERS: gunicorn workers. Default: one per GPU, 1 on CPU."""
@@ -81,6 +105,29 @@ class Settings:
 
     log_level: str = "info"
     """WHISPER_LOG_LEVEL: debug | info | warning | error."""
+
+    def visible_gpus(self) -> list[str]:
+        """GPU ids this container may use (CUDA_VISIBLE_DEVICES, else the driver's), found without initialising CUDA."""
+        if self.device == "cpu":
+            return []
+        mask = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if mask is not None:
+            ids = [g.strip() for g in mask.split(",") if g.strip()]
+            return [] if ids[:1] == ["-1"] else ids
+        proc_gpus = glob.glob("/proc/driver/nvidia/gpus/*")
+        if proc_gpus:
+            return [str(i) for i in range(len(proc_gpus))]
+        if shutil.which("nvidia-smi"):
+            try:
+                out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20).stdout
+                return [str(i) for i, line in enumerate(ln for ln in out.splitlines() if ln.startswith("GPU "))]
+            except (OSError, subprocess.SubprocessError):
+                pass
+        return []
+
+    def worker_count(self) -> int:
+        """Worker processes: SAGEMAKER_MODEL_SERVER_WORKERS, else one per GPU, 1 on CPU."""
+        return self.workers or max(1, len(self.visible_gpus()))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -97,14 +144,9 @@ class Settings:
         if (v := get("WHISPER_MODEL_DIR", "SM_MODEL_DIR")) is not None:
             kwargs["model_dir"] = Path(v)
         if (v := get("WHISPER_BACKEND")) is not None:
-            v = v.strip().lower()
-            if v not in BACKENDS:
-                raise InvalidParameterError(f"WHISPER_BACKEND must be one of {', '.join(BACKENDS)}, got {v!r}")
-            kwargs["backend"] = v
+            kwargs["backend"] = _choice("WHISPER_BACKEND", v, BACKENDS)
         if (v := get("HF_MODEL_ID")) is not None:
             kwargs["hf_model_id"] = v
-        if (v := get("HF_TASK")) is not None:
-            kwargs["hf_task"] = v
         if (v := get("WHISPER_DEVICE")) is not None:
             kwargs["device"] = v.strip().lower()
         if (v := get("WHISPER_COMPUTE_TYPE")) is not None:
@@ -115,16 +157,28 @@ class Settings:
             kwargs["cache_dir"] = Path(v)
         if (v := get("WHISPER_WINDOW_SECONDS")) is not None:
             kwargs["window_seconds"] = as_float("WHISPER_WINDOW_SECONDS", v, 0.0)
-            if 0 < kwargs["window_seconds"] < 60:
-                raise InvalidParameterError("WHISPER_WINDOW_SECONDS must be 0 (off) or at least 60")
+            if kwargs["window_seconds"] < 60:
+                raise InvalidParameterError("WHISPER_WINDOW_SECONDS must be at least 60")
+        if (v := get("WHISPER_MAX_BATCH")) is not None:
+            kwargs["max_batch"] = as_int("WHISPER_MAX_BATCH", v, 0, 256)
+        if (v := get("WHISPER_PACKING")) is not None:
+            kwargs["packing"] = _choice("WHISPER_PACKING", v, PACKING)
+        if (v := get("WHISPER_DECODE_WORKERS")) is not None:
+            kwargs["decode_workers"] = as_int("WHISPER_DECODE_WORKERS", v, 0, 256)
+        if (v := get("WHISPER_MAX_AUDIO_SECONDS")) is not None:
+            kwargs["max_audio_seconds"] = as_float("WHISPER_MAX_AUDIO_SECONDS", v, 0.0)
         if (v := get("WHISPER_MAX_BODY_MB")) is not None:
             kwargs["max_body_mb"] = as_float("WHISPER_MAX_BODY_MB", v, 0.0)
         if (v := get("WHISPER_TMP_DIR")) is not None:
-            kwargs["tmp_dir"] = Path(v)
+            kwargs["scratch_dir"] = Path(v)
         if (v := get("WHISPER_WARMUP")) is not None:
             kwargs["warmup"] = v.strip().lower() not in ("0", "false", "no", "off")
         if (v := get("SAGEMAKER_BIND_TO_PORT")) is not None:
-            kwargs["port"] = as_int("SAGEMAKER_BIND_TO_PORT", v, 1)
+            kwargs["port"] = as_int("SAGEMAKER_BIND_TO_PORT", v, 1, 65535)
+        if (v := get("WHISPER_BIND_HOST")) is not None:
+            kwargs["bind_host"] = v.strip()
+        if (v := get("WHISPER_SERVER_THREADS")) is not None:
+            kwargs["server_threads"] = as_int("WHISPER_SERVER_THREADS", v, 4, 1024)
         if (v := get("SAGEMAKER_MODEL_SERVER_WORKERS")) is not None:
             kwargs["workers"] = as_int("SAGEMAKER_MODEL_SERVER_WORKERS", v, 1)
         if (v := get("SAGEMAKER_MODEL_SERVER_TIMEOUT")) is not None:
@@ -137,9 +191,15 @@ class Settings:
             variable = f"WHISPER_{name.upper()}"
             if (v := get(variable)) is not None:
                 try:  # one at a time, so the error names the variable
-                    defaults = parse_options({name: v}, source=variable).merged_over(defaults)
+                    defaults = parse_options({name: v}, source=variable)[0].merged_over(defaults)
                 except InvalidParameterError as exc:
                     raise InvalidParameterError(f"{variable}: {exc.message}") from None
         kwargs["defaults"] = defaults
         return cls(**kwargs)
 
+
+def _choice(variable: str, value: str, allowed: tuple[str, ...]) -> str:
+    value = value.strip().lower()
+    if value not in allowed:
+        raise InvalidParameterError(f"{variable} must be one of {', '.join(allowed)}, got {value!r}")
+    return value

@@ -4,6 +4,7 @@
 directory (or falls back to HF_MODEL_ID, then to the embedded tiny.en),
 picks the backend (WHISPER_BACKEND, or ``auto`` from the files found),
 resolves the device and precision, and logs every choice with its reason.
+The backend itself gets only what it needs: a path, a device, a name.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def resolve_device(settings: Settings, backend: str) -> Device:
 
 def choose_artifact(settings: Settings) -> tuple[str, Path | str, str, str]:
     """(backend, model path or hub id, model name, why) for these settings."""
-    from .. import artifacts
+    from ..models import artifacts
 
     requested = settings.backend
     layout = artifacts.detect_layout(settings.model_dir) if requested == "auto" else \
@@ -88,10 +89,10 @@ def choose_artifact(settings: Settings) -> tuple[str, Path | str, str, str]:
             raise ValueError(f"HF_MODEL_ID is set but WHISPER_BACKEND={requested}; HF_MODEL_ID is loaded by the transformers backend")
         return "transformers", settings.hf_model_id, settings.hf_model_id, \
             f"{settings.model_dir} holds no model and HF_MODEL_ID={settings.hf_model_id}"
-    from ..default_model import default_model_path
+    from ..models.default_model import default_model_path
 
     backend = DEFAULT_BACKEND if requested == "auto" else requested
-    return backend, default_model_path(backend, settings), "tiny.en", \
+    return backend, default_model_path(backend, settings.cache_dir), "tiny.en", \
         f"{settings.model_dir} holds no model: serving the embedded tiny.en default"
 
 
@@ -100,7 +101,4 @@ def load_backend(settings: Settings) -> Backend:
     device = resolve_device(settings, backend)
     log.info("model: backend=%s model=%s path=%s device=%s compute_type=%s threads=%d (%s)",
              backend, model_name, path, device.torch_device, device.compute_type, device.cpu_threads, why)
-    instance = backend_class(backend).load(path, settings, device, model_name)
-    # A WHISPER_* default the backend cannot honour would fail every request: fail at start instead.
-    instance.check(settings.defaults)
-    return instance
+    return backend_class(backend).load(path, device, model_name)

@@ -1,43 +1,42 @@
 """faster-whisper (CTranslate2): the fastest engine per byte of memory.
 
-Sequential long-form decoding by default; its batched pipeline when
-``batch_size`` > 1 (which splits the audio at speech pauses with the Silero
-VAD shipped in faster-whisper, so it needs ``vad_filter``).
+Batched decoding is faster-whisper's own batched generation, as its
+``BatchedInferencePipeline`` does it: log-mel features of every window
+stacked, one ``encode`` and one ``generate`` for the batch (with per-window
+no-speech probability and scores), then word timestamps by cross-attention
+alignment on the same encoder output.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
-from ..errors import UnsupportedOptionError
-from ..settings import Settings
-from ..transcription import Segment, TranscribeOptions, Transcription, Word
-from .base import SUPPORTED, Backend, Device
+from ..core.options import DecodeOptions, Options
+from ..core.results import Segment, Transcription, Word
+from .base import Backend, Decoded, Device, segments_from_pieces, split_by_timestamps, window_stats
+
+N_SAMPLES = 30 * 16000
+N_FRAMES = 3000
+BEST_OF = 5
+"""Samples drawn per window at a temperature above 0 (Whisper's default)."""
+PREPEND_PUNCTUATIONS = "\"'“¿([{-"
+APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
 
 
 class CTranslate2Backend(Backend):
     name = "ctranslate2"
-    options = {
-        "language": SUPPORTED,
-        "task": SUPPORTED,
-        "initial_prompt": SUPPORTED,
-        "temperature": SUPPORTED,
-        "beam_size": SUPPORTED,
-        "word_timestamps": SUPPORTED,
-        "vad_filter": SUPPORTED,
-        "condition_on_previous_text": SUPPORTED,
-        "chunk_length_s": SUPPORTED,
-        "batch_size": SUPPORTED,
-    }
+    support = {name: None for name in ("language", "task", "initial_prompt", "temperature", "beam_size",
+                                       "word_timestamps", "vad_filter", "condition_on_previous_text",
+                                       "chunk_length_s")}
 
     @classmethod
-    def load(cls, model_path: Path, settings: Settings, device: Device, model_name: str) -> "CTranslate2Backend":
-        from faster_whisper import BatchedInferencePipeline, WhisperModel
+    def load(cls, model_path: Path | str, device: Device, model_name: str) -> "CTranslate2Backend":
+        from faster_whisper import WhisperModel
 
-        self = cls(Path(model_path), settings, device, model_name)
-        self.model = WhisperModel(
+        model = WhisperModel(
             str(model_path),
             device=device.kind,
             device_index=device.index,
@@ -45,43 +44,87 @@ class CTranslate2Backend(Backend):
             cpu_threads=device.cpu_threads if device.kind == "cpu" else 0,
             local_files_only=True,
         )
-        self.batched = BatchedInferencePipeline(self.model)
-        self.english_only = not self.model.model.is_multilingual
+        self = cls(device, model_name, english_only=not model.model.is_multilingual)
+        self.model = model
         return self
 
-    def check(self, options: TranscribeOptions) -> None:
-        super().check(options)
-        if (options.batch_size or 1) > 1 and options.vad_filter is False:
-            raise UnsupportedOptionError(
-                "option batch_size>1 with vad_filter=false is not supported by the ctranslate2 backend: "
-                "its batched pipeline splits long audio at the pauses the VAD finds"
-            )
-        if options.chunk_length_s is not None and (options.batch_size or 1) == 1:
-            raise UnsupportedOptionError(
-                "option chunk_length_s is not supported by the ctranslate2 backend without batch_size>1: "
-                "sequential decoding always uses Whisper's 30 s windows"
-            )
+    def _tokenizer(self, options: DecodeOptions, language: str):
+        from faster_whisper.tokenizer import Tokenizer
 
-    def _transcribe(self, audio: np.ndarray, options: TranscribeOptions) -> Transcription:
-        kwargs = dict(
-            language=options.language,
-            task=options.task or "transcribe",
-            beam_size=options.beam_size or 1,
-            temperature=list(options.temperature or (0.0,)),
-            initial_prompt=options.initial_prompt,
-            word_timestamps=bool(options.word_timestamps),
-            condition_on_previous_text=bool(options.condition_on_previous_text),
-        )
-        if (options.batch_size or 1) > 1:
-            segments, info = self.batched.transcribe(
-                audio, batch_size=options.batch_size, vad_filter=True,
-                chunk_length=int(options.chunk_length_s) if options.chunk_length_s else None, **kwargs)
+        return Tokenizer(self.model.hf_tokenizer, self.model.model.is_multilingual, task=options.task,
+                         language=language)
+
+    def decode(self, windows: Sequence[np.ndarray], options: DecodeOptions, temperature: float) -> list[Decoded]:
+        from faster_whisper.transcribe import get_suppressed_tokens
+
+        # Each window padded with silence to 30 s before the log-mel, as openai-whisper does
+        # (faster-whisper's batched pipeline pads the features instead, which changes the text).
+        features = np.stack([self.model.feature_extractor(_pad(w))[..., :N_FRAMES] for w in windows])
+        encoder_output = self.model.encode(features)
+        if options.language is None:
+            # Each window's own language; windows of different languages are decoded apart,
+            # so every prompt (and the word alignment) carries its window's language token.
+            detected = [langs[0][0][2:-2] for langs in self.model.model.detect_language(encoder_output)]
+            if len(set(detected)) > 1:
+                out: list = [None] * len(windows)
+                for language in dict.fromkeys(detected):
+                    idx = [i for i, d in enumerate(detected) if d == language]
+                    for i, result in zip(idx, self.decode([windows[i] for i in idx],
+                                                          _with_language(options, language), temperature)):
+                        out[i] = result
+                return out
+            language = detected[0]
         else:
-            segments, info = self.model.transcribe(audio, vad_filter=bool(options.vad_filter), **kwargs)
+            language = options.language
+        tokenizer = self._tokenizer(options, language)
+        previous = tokenizer.encode(" " + options.initial_prompt.strip()) if options.initial_prompt else []
+        prompt = self.model.get_prompt(tokenizer, previous_tokens=previous)
+        sampling = dict(beam_size=1, num_hypotheses=BEST_OF, sampling_topk=0, sampling_temperature=temperature) \
+            if temperature > 0 else dict(beam_size=options.beam_size, patience=1.0)
+        results = self.model.model.generate(
+            encoder_output, [list(prompt) for _ in windows], max_length=self.model.max_length,
+            return_scores=True, return_no_speech_prob=True, suppress_blank=True,
+            suppress_tokens=get_suppressed_tokens(tokenizer, [-1]), max_initial_timestamp_index=50,
+            **sampling)
+        decoded, pieces_per_window = [], []
+        for window, result in zip(windows, results):
+            tokens = result.sequences_ids[0]
+            # faster-whisper's recovery of the average log probability from the length-normalised score
+            avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
+            pieces, resume_at = split_by_timestamps(tokens, tokenizer.timestamp_begin, len(window) / 16000)
+            for p in pieces:
+                p["seek"] = 0
+            pieces_per_window.append(pieces)
+            decoded.append((tokens, avg_logprob, result.no_speech_prob, resume_at))
+        if options.word_timestamps and any(pieces_per_window):
+            self.model.add_word_timestamps(
+                pieces_per_window, tokenizer, encoder_output,
+                [min(len(w) // self.model.feature_extractor.hop_length, 3000) for w in windows],
+                PREPEND_PUNCTUATIONS, APPEND_PUNCTUATIONS, last_speech_timestamp=0.0)
+        out = []
+        for window, pieces, (tokens, avg_logprob, no_speech_prob, resume_at) in zip(windows, pieces_per_window,
+                                                                                     decoded):
+            text = tokenizer.decode([t for t in tokens if t < tokenizer.timestamp_begin])
+            stats = window_stats(avg_logprob, no_speech_prob, text, temperature)
+            if not options.word_timestamps:
+                for p in pieces:
+                    p.pop("words", None)
+            segments = segments_from_pieces(pieces, tokenizer.decode, tokenizer.timestamp_begin, stats,
+                                            len(window) / 16000)
+            out.append(Decoded(segments, language, stats["avg_logprob"], stats["no_speech_prob"],
+                               stats["compression_ratio"], temperature, resume_at))
+        return out
+
+    def transcribe(self, audio: np.ndarray, options: Options) -> Transcription:
+        d = options.decode
+        segments, info = self.model.transcribe(
+            audio, language=d.language, task=d.task, beam_size=d.beam_size, temperature=list(d.temperatures),
+            initial_prompt=d.initial_prompt, word_timestamps=d.word_timestamps,
+            condition_on_previous_text=options.condition_on_previous_text, vad_filter=False)
         out = []
         for s in segments:  # a generator: decoding happens here
             words = None
-            if options.word_timestamps:
+            if d.word_timestamps:
                 words = tuple(Word(start=round(float(w.start), 3), end=round(float(w.end), 3), word=w.word,
                                    probability=round(float(w.probability), 4)) for w in (s.words or []))
             out.append(Segment(
@@ -89,9 +132,18 @@ class CTranslate2Backend(Backend):
                 avg_logprob=float(s.avg_logprob), no_speech_prob=float(s.no_speech_prob),
                 compression_ratio=float(s.compression_ratio), temperature=float(s.temperature), words=words,
             ))
-        text = "".join(s.text for s in out).strip()
-        return Transcription(text=text, language=info.language, duration=round(len(audio) / 16000, 3),
-                             segments=tuple(out))
+        return Transcription(text="".join(s.text for s in out).strip(), language=info.language,
+                             duration=round(len(audio) / 16000, 3), segments=tuple(out))
+
+
+def _pad(window: np.ndarray) -> np.ndarray:
+    return np.pad(window[:N_SAMPLES], (0, max(0, N_SAMPLES - len(window))))
+
+
+def _with_language(options: DecodeOptions, language: str) -> DecodeOptions:
+    from dataclasses import replace
+
+    return replace(options, language=language)
 
 
 BACKEND = CTranslate2Backend

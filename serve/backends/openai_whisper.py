@@ -1,76 +1,110 @@
 """openai-whisper: the reference PyTorch implementation, from a ``.pt`` checkpoint.
 
 Loads ``{"dims": ..., "model_state_dict": ...}`` exactly as
-``whisper.load_model(path)`` does; long audio goes through its own
-sequential 30 s-window transcription.
+``whisper.load_model(path)`` does. Batched decoding is openai-whisper's own
+``decode()`` on a batch of log-mel windows; word timestamps are its
+cross-attention alignment, window by window.
+
+Precision: the weights stay float32 whatever WHISPER_COMPUTE_TYPE says. With
+float16, activations run in half precision (``fp16=True``), as
+``whisper.transcribe`` does: its LayerNorm computes in float32 and casts back,
+which fails on float16 weights ("expected scalar type Float but found Half").
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
-from ..settings import Settings
-from ..transcription import Segment, TranscribeOptions, Transcription, Word
-from .base import SUPPORTED, Backend, Device
+from ..core.options import DecodeOptions, Options
+from ..core.results import Segment, Transcription, Word
+from .base import Backend, Decoded, Device, segments_from_pieces, split_by_timestamps, window_stats
+
+BEST_OF = 5
 
 
 class OpenAIWhisperBackend(Backend):
     name = "openai"
-    options = {
-        "language": SUPPORTED,
-        "task": SUPPORTED,
-        "initial_prompt": SUPPORTED,
-        "temperature": SUPPORTED,
-        "beam_size": SUPPORTED,
-        "word_timestamps": SUPPORTED,
-        "vad_filter": "openai-whisper has no voice activity detection; use the ctranslate2 backend",
-        "condition_on_previous_text": SUPPORTED,
-        "chunk_length_s": "openai-whisper always decodes sequential 30 s windows; use the transformers or ctranslate2 backend",
-        "batch_size": "openai-whisper decodes one window at a time; use the transformers or ctranslate2 backend",
-    }
+    support = {name: None for name in ("language", "task", "initial_prompt", "temperature", "beam_size",
+                                       "word_timestamps", "vad_filter", "condition_on_previous_text",
+                                       "chunk_length_s")}
 
     @classmethod
-    def load(cls, model_path: Path, settings: Settings, device: Device, model_name: str) -> "OpenAIWhisperBackend":
+    def load(cls, model_path: Path | str, device: Device, model_name: str) -> "OpenAIWhisperBackend":
         import torch
         import whisper
 
-        from ..convert import apply_openai_alignment_heads
+        from ..models.convert import apply_openai_alignment_heads
 
         if device.kind == "cpu":
             torch.set_num_threads(device.cpu_threads)
-        self = cls(Path(model_path), settings, device, model_name)
-        self.model = whisper.load_model(str(model_path), device=device.torch_device)
+        model = whisper.load_model(str(model_path), device=device.torch_device)
         # whisper.load_model(path) sets alignment heads only for its named downloads;
         # word timestamps need the right ones, stored beside the checkpoint.
-        apply_openai_alignment_heads(self.model, Path(model_path))
-        if device.compute_type in ("float16", "bfloat16"):
-            self.model = self.model.to(getattr(torch, device.compute_type))
-        self.english_only = not self.model.is_multilingual
+        apply_openai_alignment_heads(model, Path(model_path))
+        self = cls(device, model_name, english_only=not model.is_multilingual)
+        self.model = model
+        self.fp16 = device.compute_type == "float16"
         return self
 
-    def _transcribe(self, audio: np.ndarray, options: TranscribeOptions) -> Transcription:
+    def _mels(self, windows: Sequence[np.ndarray]):
+        import torch
+        from whisper.audio import N_FRAMES, N_SAMPLES, log_mel_spectrogram
+
+        mels = [log_mel_spectrogram(torch.from_numpy(np.ascontiguousarray(w)), self.model.dims.n_mels,
+                                    padding=N_SAMPLES, device=self.model.device)[:, :N_FRAMES] for w in windows]
+        return torch.stack(mels)
+
+    def decode(self, windows: Sequence[np.ndarray], options: DecodeOptions, temperature: float) -> list[Decoded]:
+        import torch
+        from whisper.decoding import DecodingOptions, decode
+        from whisper.timing import add_word_timestamps
+        from whisper.tokenizer import get_tokenizer
+
+        mel = self._mels(windows)
+        decoding = DecodingOptions(
+            task=options.task, language=options.language, temperature=temperature,
+            best_of=BEST_OF if temperature > 0 else None,
+            beam_size=options.beam_size if temperature == 0 and options.beam_size > 1 else None,
+            prompt=options.initial_prompt, fp16=self.fp16)
+        with torch.inference_mode():
+            results = decode(self.model, mel, decoding)
+        out = []
+        for window, window_mel, result in zip(windows, mel, results):
+            tokenizer = get_tokenizer(self.model.is_multilingual, num_languages=self.model.num_languages,
+                                      language=result.language, task=options.task)
+            duration = len(window) / 16000
+            pieces, resume_at = split_by_timestamps(result.tokens, tokenizer.timestamp_begin, duration)
+            if options.word_timestamps and pieces:
+                for p in pieces:
+                    p["seek"] = 0
+                with torch.inference_mode():
+                    add_word_timestamps(segments=pieces, model=self.model, tokenizer=tokenizer, mel=window_mel,
+                                        num_frames=min(len(window) // 160, mel.shape[-1]),
+                                        last_speech_timestamp=0.0)
+            stats = window_stats(result.avg_logprob, result.no_speech_prob, result.text, temperature)
+            segments = segments_from_pieces(pieces, tokenizer.decode, tokenizer.timestamp_begin, stats, duration)
+            out.append(Decoded(segments, result.language, stats["avg_logprob"], stats["no_speech_prob"],
+                               stats["compression_ratio"], temperature, resume_at))
+        return out
+
+    def transcribe(self, audio: np.ndarray, options: Options) -> Transcription:
         import torch
 
-        temperature = options.temperature or (0.0,)
+        d = options.decode
         with torch.inference_mode():
             result = self.model.transcribe(
-                audio,
-                language=options.language or ("en" if self.english_only else None),
-                task=options.task or "transcribe",
-                temperature=temperature if len(temperature) > 1 else temperature[0],
-                beam_size=options.beam_size if (options.beam_size or 1) > 1 else None,
-                initial_prompt=options.initial_prompt,
-                word_timestamps=bool(options.word_timestamps),
-                condition_on_previous_text=bool(options.condition_on_previous_text),
-                fp16=self.device.compute_type == "float16",
-                verbose=None,
-            )
+                audio, language=d.language, task=d.task,
+                temperature=d.temperatures if len(d.temperatures) > 1 else d.temperatures[0],
+                beam_size=d.beam_size if d.beam_size > 1 else None, initial_prompt=d.initial_prompt,
+                word_timestamps=d.word_timestamps, condition_on_previous_text=options.condition_on_previous_text,
+                fp16=self.fp16, verbose=None)
         segments = []
         for s in result["segments"]:
             words = None
-            if options.word_timestamps:
+            if d.word_timestamps:
                 words = tuple(Word(start=round(float(w["start"]), 3), end=round(float(w["end"]), 3), word=w["word"],
                                    probability=round(float(w["probability"]), 4)) for w in s.get("words", []))
             segments.append(Segment(

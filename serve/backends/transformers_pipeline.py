@@ -1,133 +1,210 @@
-"""Hugging Face transformers: ``pipeline("automatic-speech-recognition")``.
+"""Hugging Face transformers: ``WhisperForConditionalGeneration.generate``.
 
-Loads a ``save_pretrained`` directory (or an ``HF_MODEL_ID``). Two ways to
-decode long audio, both always with timestamps (without them, tiny.en ended
-whole 30 s chunks after one word: a 314 s file lost 418 of 750 words):
+Loads a ``save_pretrained`` directory (or an ``HF_MODEL_ID``). Batched
+decoding is ``generate`` on the stacked log-mel features of the windows, with
+timestamps (without them, tiny.en ended whole 30 s chunks after one word) and,
+when asked, token timestamps from cross-attention for the words. The encoder
+runs once; a teacher-forced pass over the generated tokens gives Whisper's
+per-window scores (average log probability, no-speech probability), which
+``generate`` does not return for short audio.
 
-- by default, Whisper's own sequential long-form decoding (the pipeline hands
-  the whole window to ``generate``): greedy, it transcribed a 187 s file
-  completely;
-- with ``chunk_length_s`` or ``batch_size`` > 1, the pipeline's chunked decoding,
-  ``batch_size`` chunks at a time (faster on a GPU). Chunks overlap by a
-  quarter of their length on each side: with the pipeline's default sixth,
-  greedy decoding dropped 4 of 56 sentences of that file; with a quarter, none.
+Sequential long-form decoding (``condition_on_previous_text``) is
+``generate``'s own long-form loop over the whole audio, with temperature
+fallback per window.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional, Sequence
 
 import numpy as np
 
-from ..settings import Settings
-from ..transcription import Segment, TranscribeOptions, Transcription, Word
-from .base import SUPPORTED, Backend, Device
+from ..core.options import DecodeOptions, Options
+from ..core.results import Segment, Transcription, Word
+from .base import Backend, Decoded, Device, segments_from_pieces, split_by_timestamps, window_stats
 
-DEFAULT_CHUNK_LENGTH_S = 30.0
-"""Chunk length when batching is asked for without one."""
-STRIDE_FRACTION = 0.25
 SAMPLE_RATE = 16000
-_SENTENCE_END = (".", "?", "!")
+COMPRESSION_RATIO_THRESHOLD = 1.35
+"""transformers measures repetition on token ids, where 1.35 plays the role of Whisper's 2.4 on text."""
+LOGPROB_THRESHOLD = -1.0
+NO_SPEECH_THRESHOLD = 0.6
 
 
 class TransformersBackend(Backend):
     name = "transformers"
-    options = {
-        "language": SUPPORTED,
-        "task": SUPPORTED,
-        "initial_prompt": "with prompt_ids the pipeline returns no segment timestamps (transformers 5.24); "
-                          "use the openai or ctranslate2 backend",
-        "temperature": SUPPORTED,
-        "beam_size": SUPPORTED,
-        "word_timestamps": SUPPORTED,
-        "vad_filter": "the transformers pipeline has no voice activity detection; use the ctranslate2 backend",
-        "condition_on_previous_text": "the chunked pipeline decodes each chunk on its own; "
-                                      "use the openai or ctranslate2 backend",
-        "chunk_length_s": SUPPORTED,
-        "batch_size": SUPPORTED,
+    support = {
+        "language": None,
+        "task": None,
+        "initial_prompt": "with prompt_ids, generate returns the prompt inside the first segment's tokens "
+                          "(transformers 5.24); use the openai or ctranslate2 backend",
+        "temperature": None,
+        "beam_size": None,
+        "word_timestamps": None,
+        "vad_filter": None,
+        "condition_on_previous_text": None,
+        "chunk_length_s": None,
     }
 
     @classmethod
-    def load(cls, model_path: Path | str, settings: Settings, device: Device, model_name: str) -> "TransformersBackend":
+    def load(cls, model_path: Path | str, device: Device, model_name: str) -> "TransformersBackend":
         import torch
-        from transformers import pipeline
+        from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
         if device.kind == "cpu":
             torch.set_num_threads(device.cpu_threads)
-        self = cls(Path(model_path), settings, device, model_name)
-        self.pipe = pipeline(
-            settings.hf_task,
-            model=str(model_path),
-            device=device.torch_device,
-            dtype=getattr(torch, device.compute_type),
-        )
-        self.english_only = not self.pipe.model.generation_config.is_multilingual
+        dtype = getattr(torch, device.compute_type)
+        model = WhisperForConditionalGeneration.from_pretrained(str(model_path), dtype=dtype)
+        model = model.to(device.torch_device).eval()
+        self = cls(device, model_name, english_only=not model.generation_config.is_multilingual)
+        self.model, self.dtype = model, dtype
+        self.processor = WhisperProcessor.from_pretrained(str(model_path))
+        tokenizer = self.processor.tokenizer
+        # the first timestamp token follows <|notimestamps|> (a converted tokenizer may not name them)
+        self.timestamp_begin = model.generation_config.no_timestamps_token_id + 1
+        self.no_speech_id = next(i for i in (tokenizer.convert_tokens_to_ids(t) for t in ("<|nospeech|>",
+                                                                                            "<|nocaptions|>"))
+                                 if i is not None and i != tokenizer.unk_token_id)
         return self
 
-    def _transcribe(self, audio: np.ndarray, options: TranscribeOptions) -> Transcription:
+    def _generate_kwargs(self, options: DecodeOptions, temperature: float) -> dict:
+        kwargs: dict = {"return_timestamps": True, "num_beams": options.beam_size if temperature == 0 else 1}
+        if temperature > 0:
+            kwargs.update(do_sample=True, temperature=temperature)
+        else:
+            kwargs.update(do_sample=False, temperature=0.0)
+        if not self.english_only:
+            kwargs["task"] = options.task
+            if options.language:
+                kwargs["language"] = options.language
+        return kwargs
+
+    def decode(self, windows: Sequence[np.ndarray], options: DecodeOptions, temperature: float) -> list[Decoded]:
+        import torch
+        from transformers.modeling_outputs import BaseModelOutput
+
+        features = self.processor.feature_extractor(
+            [np.asarray(w) for w in windows], sampling_rate=SAMPLE_RATE, return_tensors="pt"
+        ).input_features.to(self.model.device, self.dtype)
+        with torch.inference_mode():
+            encoded = self.model.model.encoder(features).last_hidden_state
+            # One generate call (no seeking inside a window: the scheduler decodes what is left again).
+            out = self.model.generate(
+                encoder_outputs=BaseModelOutput(last_hidden_state=encoded), force_unique_generate_call=True,
+                return_token_timestamps=options.word_timestamps, **self._generate_kwargs(options, temperature))
+        sequences = out["sequences"] if options.word_timestamps else out
+        eot = self.model.generation_config.eos_token_id
+        tokenizer = self.processor.tokenizer
+        results = []
+        for i, window in enumerate(windows):
+            duration = len(window) / SAMPLE_RATE
+            ids = [int(t) for t in sequences[i].tolist()]
+            head = 0
+            while head < len(ids) and eot <= ids[head] < self.timestamp_begin:
+                head += 1  # the decoder prompt (start of transcript, language, task)
+            stop = next((j for j in range(head, len(ids)) if ids[j] == eot), len(ids))
+            tokens, prompt = ids[head:stop], [self.model.generation_config.decoder_start_token_id] + [
+                t for t in ids[:head] if t != self.model.generation_config.decoder_start_token_id]
+            avg_logprob, no_speech_prob, probs = self._score(encoded[i], prompt, tokens)
+            pieces, resume_at = split_by_timestamps(tokens, self.timestamp_begin, duration)
+            if options.word_timestamps:
+                times = out["token_timestamps"][i].tolist()[head:stop]
+                k = 0
+                for piece in pieces:
+                    n = len(piece["tokens"])
+                    piece["words"] = self._words(piece["tokens"], times[k:k + n], probs[k:k + n], piece["end"])
+                    k += n
+            text = tokenizer.decode([t for t in tokens if t < eot], skip_special_tokens=True)
+            stats = window_stats(avg_logprob, no_speech_prob, text, temperature)
+            language = "en" if self.english_only else self._language(prompt) or options.language or ""
+            segments = segments_from_pieces(
+                pieces, lambda t: tokenizer.decode(t, skip_special_tokens=True), self.timestamp_begin, stats,
+                duration)
+            results.append(Decoded(segments, language, stats["avg_logprob"], stats["no_speech_prob"],
+                                   stats["compression_ratio"], temperature, resume_at))
+        return results
+
+    def _language(self, prompt: list[int]) -> str | None:
+        lang_ids = {v: k for k, v in (self.model.generation_config.lang_to_id or {}).items()}
+        return next((lang_ids[t][2:-2] for t in prompt if t in lang_ids), None)
+
+    def _score(self, encoded, prompt: list[int], tokens: list[int]) -> tuple[float, float, list[float]]:
+        """Whisper's avg_logprob and no_speech_prob, and each token's probability, by one teacher-forced pass."""
         import torch
 
-        generate_kwargs: dict = {}
-        if not self.english_only:
-            if options.language:
-                generate_kwargs["language"] = options.language
-            generate_kwargs["task"] = options.task or "transcribe"
-        temperature = options.temperature or (0.0,)
-        if temperature != (0.0,):
-            generate_kwargs.update(temperature=temperature if len(temperature) > 1 else temperature[0],
-                                   do_sample=True, compression_ratio_threshold=1.35, logprob_threshold=-1.0)
-        # Always explicit: the ASR pipeline defaults to num_beams=5 when the
-        # generation config is silent, which made "greedy" 2-3x slower.
-        generate_kwargs["num_beams"] = options.beam_size or 1
-        chunking: dict = {}
-        if options.chunk_length_s or (options.batch_size or 1) > 1:
-            chunk = options.chunk_length_s or DEFAULT_CHUNK_LENGTH_S
-            chunking = dict(chunk_length_s=chunk, stride_length_s=chunk * STRIDE_FRACTION,
-                            batch_size=options.batch_size or 1)
+        eot = self.model.generation_config.eos_token_id
+        ids = torch.tensor([prompt + tokens], device=self.model.device)
         with torch.inference_mode():
-            out = self.pipe(
-                audio.copy(),  # the pipeline may modify its input in place
-                **chunking,
-                return_timestamps="word" if options.word_timestamps else True,
-                return_language=not self.english_only,
-                generate_kwargs=generate_kwargs,
-            )
+            hidden = self.model.model.decoder(input_ids=ids, encoder_hidden_states=encoded[None]).last_hidden_state
+            logprobs = torch.log_softmax(self.model.proj_out(hidden)[0].float(), dim=-1)
+        targets = tokens + [eot]
+        picked = logprobs[len(prompt) - 1:len(prompt) - 1 + len(targets)].gather(
+            1, torch.tensor(targets, device=logprobs.device)[:, None])[:, 0]
+        no_speech = float(logprobs[0, self.no_speech_id].exp())
+        return float(picked.sum()) / (len(tokens) + 1), no_speech, picked[:-1].exp().tolist()
+
+    def _words(self, tokens: list[int], times: list[float], probs: Optional[list[float]], end: float) -> list[dict]:
+        """Words from token timestamps (each token's time is when it ends, as transformers aligns them).
+
+        A token that starts with a space starts a word; any other (a word's next
+        piece, or punctuation) joins the last one.
+        """
+        pieces = self.processor.tokenizer.convert_ids_to_tokens(tokens)
+        words: list[dict] = []
+        for j, (token, piece) in enumerate(zip(tokens, pieces)):
+            if token >= self.model.generation_config.eos_token_id:
+                continue  # timestamps and other special tokens
+            text = self.processor.tokenizer.convert_tokens_to_string([piece])
+            finish = min(float(times[j]), end) if j < len(times) else end
+            if words and not text.startswith(" "):
+                words[-1]["word"] += text
+                words[-1]["end"] = max(words[-1]["end"], finish)
+                words[-1]["_probs"].append(probs[j] if probs else None)
+                continue
+            begin = min(float(times[j - 1]), finish) if 0 < j <= len(times) else finish
+            words.append({"word": text, "start": begin, "end": finish, "_probs": [probs[j] if probs else None]})
+        for w in words:
+            known = [x for x in w.pop("_probs") if x is not None]
+            w["probability"] = float(np.mean(known)) if known else None
+        return words
+
+    def transcribe(self, audio: np.ndarray, options: Options) -> Transcription:
+        import torch
+
+        d = options.decode
+        inputs = self.processor.feature_extractor(
+            np.asarray(audio), sampling_rate=SAMPLE_RATE, return_tensors="pt", truncation=False,
+            padding="longest", return_attention_mask=True)
+        if inputs.input_features.shape[-1] < 3000:  # short audio: generate wants exactly 30 s
+            inputs = self.processor.feature_extractor(np.asarray(audio), sampling_rate=SAMPLE_RATE,
+                                                      return_tensors="pt", return_attention_mask=True)
+        kwargs = self._generate_kwargs(d, d.temperatures[0])
+        kwargs.update(temperature=d.temperatures if len(d.temperatures) > 1 else d.temperatures[0],
+                      do_sample=len(d.temperatures) > 1 or d.temperatures[0] > 0,
+                      condition_on_prev_tokens=options.condition_on_previous_text,
+                      compression_ratio_threshold=COMPRESSION_RATIO_THRESHOLD, logprob_threshold=LOGPROB_THRESHOLD,
+                      no_speech_threshold=NO_SPEECH_THRESHOLD)
+        with torch.inference_mode():
+            out = self.model.generate(inputs.input_features.to(self.model.device, self.dtype),
+                                      attention_mask=inputs.attention_mask.to(self.model.device),
+                                      return_segments=True, return_token_timestamps=d.word_timestamps, **kwargs)
+        tokenizer = self.processor.tokenizer
         duration = round(len(audio) / SAMPLE_RATE, 3)
-        chunks = out.get("chunks") or []
-        language = "en" if self.english_only else (chunks[0].get("language") if chunks else None) or ""
-        if options.word_timestamps:
-            segments = _segments_from_words(chunks, duration)
-        else:
-            segments = tuple(
-                Segment(id=i, start=_time(c["timestamp"][0], 0.0), end=_time(c["timestamp"][1], duration), text=c["text"])
-                for i, c in enumerate(chunks)
-            )
-        return Transcription(text=out["text"].strip(), language=language, duration=duration, segments=segments)
-
-
-def _time(value, fallback: float) -> float:
-    # the pipeline leaves the last end time None when the audio ends mid-utterance
-    return round(float(value), 3) if value is not None else fallback
-
-
-def _segments_from_words(chunks: list[dict], duration: float) -> tuple[Segment, ...]:
-    """Group the pipeline's per-word chunks into sentence-like segments."""
-    segments: list[Segment] = []
-    words: list[Word] = []
-    for c in chunks:
-        start = _time(c["timestamp"][0], 0.0)
-        words.append(Word(start=start, end=_time(c["timestamp"][1], max(start, duration)), word=c["text"]))
-        if c["text"].strip().endswith(_SENTENCE_END):
-            segments.append(_segment(len(segments), words))
-            words = []
-    if words:
-        segments.append(_segment(len(segments), words))
-    return tuple(segments)
-
-
-def _segment(index: int, words: list[Word]) -> Segment:
-    text = "".join(w.word if w.word.startswith(" ") else " " + w.word for w in words)
-    return Segment(id=index, start=words[0].start, end=words[-1].end, text=text, words=tuple(words))
+        segments = []
+        for s in out["segments"][0]:
+            ids = [int(t) for t in s["tokens"].tolist()]
+            text = tokenizer.decode([t for t in ids if t < self.timestamp_begin], skip_special_tokens=True)
+            if not text.strip():
+                continue
+            words = None
+            if d.word_timestamps:  # token times are already shifted to the audio's time here
+                words = tuple(Word(start=round(w["start"], 3), end=round(w["end"], 3), word=w["word"])
+                              for w in self._words(ids, s["token_timestamps"].tolist(), None, float(s["end"])))
+            segments.append(Segment(id=len(segments), start=round(float(s["start"]), 3),
+                                    end=round(min(float(s["end"]), duration), 3), text=text, words=words))
+        language = "en" if self.english_only else (d.language or "")
+        return Transcription(text="".join(s.text for s in segments).strip(), language=language, duration=duration,
+                             segments=tuple(segments))
 
 
 BACKEND = TransformersBackend

@@ -34,9 +34,8 @@ from urllib.parse import urlparse
 
 from flask import Request
 
-from .errors import InvalidRequestError, PayloadTooLargeError
-from .params import parse_custom_attributes, parse_options
-from .transcription import TranscribeOptions
+from ..core.options import TranscribeOptions, as_bool, parse_custom_attributes, parse_options
+from ..errors import InvalidRequestError, PayloadTooLargeError, UpstreamError
 
 CHUNK_BYTES = 1 << 20
 BASE64_SLICE = 4 << 20  # characters; a multiple of 4 so slices decode independently
@@ -45,6 +44,8 @@ JSON_TYPES = ("application/json", "application/jsonlines", "application/x-jsonli
 FILE_FIELDS = ("file", "audio")
 AUDIO_KEYS = ("audio", "inputs")  # "inputs": the Hugging Face inference-toolkit name
 SCRATCH_ENVIRON_KEY = "whisper.scratch_dir"
+RESPONSE_PARAMETERS = {"stream": lambda v: as_bool("stream", v)}
+"""Parameters that shape the response rather than the transcription."""
 
 
 @dataclass(frozen=True)
@@ -55,21 +56,25 @@ class Invocation:
     kind: str
     """raw | json-base64 | json-s3 | multipart (for the log)."""
     body_bytes: int
+    stream: bool = False
+    """Send segments as they are decoded (``stream=true``)."""
 
 
 class ScratchDir:
-    """A private directory for one request's files, removed on exit whatever happened."""
+    """A private directory for one request's files, removed on ``close`` (or on exit) whatever happened."""
 
-    def __init__(self, parent: Optional[Path]):
-        if parent is not None:
-            parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, parent: Path):
+        parent.mkdir(parents=True, exist_ok=True)
         self.path = Path(tempfile.mkdtemp(prefix="req-", dir=parent))
+
+    def close(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
 
     def __enter__(self) -> "ScratchDir":
         return self
 
     def __exit__(self, *exc) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
+        self.close()
 
 
 class ScratchRequest(Request):
@@ -88,8 +93,9 @@ class ScratchRequest(Request):
 
 def read_invocation(request: Request, scratch: Path, max_body_bytes: Optional[int] = None) -> Invocation:
     """Turn the request into an audio file under ``scratch`` plus its options. Raises WhisperServeError."""
-    header_options = parse_options(parse_custom_attributes(request.headers.get(CUSTOM_ATTRIBUTES)),
-                                   source=CUSTOM_ATTRIBUTES)
+    header_options, header_extra = parse_options(
+        parse_custom_attributes(request.headers.get(CUSTOM_ATTRIBUTES)), source=CUSTOM_ATTRIBUTES,
+        extra=RESPONSE_PARAMETERS)
     if max_body_bytes and request.content_length and request.content_length > max_body_bytes:
         raise _too_large(request.content_length, max_body_bytes)
     mimetype = request.mimetype
@@ -99,12 +105,12 @@ def read_invocation(request: Request, scratch: Path, max_body_bytes: Optional[in
         invocation = _from_multipart(request, scratch)
     else:
         path = scratch / "body"
-        size = _stream_to_file(request.stream, path, max_body_bytes)
+        size = _stream_to_file(request.stream, path, max_body_bytes, request.content_length)
         invocation = Invocation(path, TranscribeOptions(), "raw", size)
     if invocation.body_bytes == 0:
         raise InvalidRequestError("the audio is empty (0 bytes)")
     return Invocation(invocation.path, invocation.options.merged_over(header_options), invocation.kind,
-                      invocation.body_bytes)
+                      invocation.body_bytes, invocation.stream or header_extra.get("stream", False))
 
 
 def _too_large(size: int, cap: int) -> PayloadTooLargeError:
@@ -112,15 +118,35 @@ def _too_large(size: int, cap: int) -> PayloadTooLargeError:
                                 f"{cap / 1e6:.1f} MB (WHISPER_MAX_BODY_MB)")
 
 
-def _stream_to_file(stream: BinaryIO, path: Path, max_bytes: Optional[int]) -> int:
+def _stream_to_file(stream: BinaryIO, path: Path, max_bytes: Optional[int],
+                    expected: Optional[int] = None) -> int:
+    """Copy the body to ``path``; a body shorter than its Content-Length (a cut upload) is refused."""
     size = 0
     with open(path, "wb") as out:
-        while chunk := stream.read(CHUNK_BYTES):
+        while chunk := _read(stream):
             size += len(chunk)
             if max_bytes and size > max_bytes:
                 raise _too_large(size, max_bytes)
             out.write(chunk)
+    if expected is not None and size < expected:
+        raise _incomplete(f"the body ended after {size} of the {expected} bytes its Content-Length announced")
     return size
+
+
+def _read(stream: BinaryIO) -> bytes:
+    """One chunk of the body; a connection that breaks mid-body is the client's incomplete upload."""
+    try:
+        return stream.read(CHUNK_BYTES)
+    except (OSError, ValueError) as exc:
+        raise _incomplete(f"the body could not be read to its end ({exc})") from None
+    except Exception as exc:  # gunicorn's own parser errors (bad chunk size, no more data...)
+        if type(exc).__module__.startswith(("gunicorn", "werkzeug")):
+            raise _incomplete(f"the body is malformed or incomplete ({type(exc).__name__}: {exc})") from None
+        raise
+
+
+def _incomplete(message: str) -> InvalidRequestError:
+    return InvalidRequestError(message + "; the upload was not transcribed")
 
 
 # --- JSON --------------------------------------------------------------------------------------
@@ -128,12 +154,14 @@ def _stream_to_file(stream: BinaryIO, path: Path, max_bytes: Optional[int]) -> i
 
 def _from_json(request: Request, scratch: Path, max_body_bytes: Optional[int]) -> Invocation:
     body_path = scratch / "body.json"
-    _stream_to_file(request.stream, body_path, max_body_bytes)
+    _stream_to_file(request.stream, body_path, max_body_bytes, request.content_length)
     try:
         with open(body_path, "rb") as f:
             document = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidRequestError(f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidRequestError("the JSON body is nested too deeply to be a request") from None
     finally:
         body_path.unlink(missing_ok=True)
     if not isinstance(document, dict):
@@ -144,18 +172,19 @@ def _from_json(request: Request, scratch: Path, max_body_bytes: Optional[int]) -
     if len(audio_keys) + has_s3 != 1:
         raise InvalidRequestError('the JSON body needs exactly one of "audio" (base64 audio) or '
                                   '"s3_uri" ("s3://bucket/key")')
-    options = _json_options(document, exclude={*AUDIO_KEYS, "s3_uri", "parameters"})
+    options, extra = _json_options(document, exclude={*AUDIO_KEYS, "s3_uri", "parameters"})
     path = scratch / "audio"
+    stream = extra.get("stream", False)
     if has_s3:
         size = download_s3(document.pop("s3_uri"), path, max_body_bytes)
-        return Invocation(path, options, "json-s3", size)
+        return Invocation(path, options, "json-s3", size, stream)
     encoded = document.pop(audio_keys[0])
     del document  # the decoded audio goes to disk; don't keep the document alive meanwhile
     size = _write_base64(encoded, path)
-    return Invocation(path, options, "json-base64", size)
+    return Invocation(path, options, "json-base64", size, stream)
 
 
-def _json_options(document: dict, exclude: set[str]) -> TranscribeOptions:
+def _json_options(document: dict, exclude: set[str]) -> tuple[TranscribeOptions, dict]:
     nested = document.get("parameters", {})
     if not isinstance(nested, dict):
         raise InvalidRequestError('"parameters" must be a JSON object')
@@ -164,7 +193,7 @@ def _json_options(document: dict, exclude: set[str]) -> TranscribeOptions:
     if overlap:
         raise InvalidRequestError(f"parameter(s) {', '.join(sorted(overlap))} given both at the top level and "
                                   'in "parameters"; give each once')
-    return parse_options({**top, **nested}, source="the JSON body")
+    return parse_options({**top, **nested}, source="the JSON body", extra=RESPONSE_PARAMETERS)
 
 
 def _write_base64(encoded: Any, path: Path) -> int:
@@ -219,8 +248,8 @@ def parse_s3_uri(uri: Any) -> tuple[str, str]:
 
 
 def download_s3(uri: Any, path: Path, max_bytes: Optional[int] = None) -> int:
-    """Download the object to ``path``. A missing or forbidden object is the caller's 400."""
-    from botocore.exceptions import ClientError
+    """Download the object to ``path``. A missing or forbidden object is the caller's 400; S3 out of reach, a 502."""
+    from botocore.exceptions import BotoCoreError, ClientError
 
     bucket, key = parse_s3_uri(uri)
     client = _s3()
@@ -236,6 +265,8 @@ def download_s3(uri: Any, path: Path, max_bytes: Optional[int] = None) -> int:
         code = err.get("Code", "?")
         message = err.get("Message") or {"404": "Not Found", "403": "Forbidden"}.get(str(code), "")
         raise InvalidRequestError(f"could not read {uri}: {code} {message}".strip()) from None
+    except BotoCoreError as exc:  # no connection, timeouts, no credentials: nothing the request can fix
+        raise UpstreamError(f"S3 could not be reached to read {uri}: {exc}") from None
     return path.stat().st_size
 
 
@@ -262,5 +293,10 @@ def _from_multipart(request: Request, scratch: Path) -> Invocation:
         Path(spooled).rename(path)  # already on disk in our scratch dir: no copy
     else:
         upload.save(path)
-    options = parse_options({k: request.form[k] for k in request.form}, source="the form fields")
-    return Invocation(path, options, "multipart", path.stat().st_size)
+    fields = request.form
+    repeated = sorted({k for k in fields if len(fields.getlist(k)) > 1})
+    if repeated:
+        raise InvalidRequestError(f"form field(s) {', '.join(repeated)} given more than once; give each once")
+    options, extra = parse_options({k: fields[k] for k in fields}, source="the form fields",
+                                   extra=RESPONSE_PARAMETERS)
+    return Invocation(path, options, "multipart", path.stat().st_size, extra.get("stream", False))

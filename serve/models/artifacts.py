@@ -1,4 +1,4 @@
-"""Model artifacts: recognise the three layouts, and the CLI that makes, converts and packs them.
+"""Model artifacts: recognise the three layouts, strictly, and check the weights.
 
 SageMaker extracts ``model.tar.gz`` into /opt/ml/model. What lies there decides
 the backend (with WHISPER_BACKEND=auto), so recognition is strict and its
@@ -16,22 +16,19 @@ The layout may sit at the top or one folder down (a tarball packed with a
 leading folder). README/LICENSE/*.md, hidden files and a SageMaker ``code/``
 folder are ignored.
 
-CLI: ``python -m serve.artifacts save|import|package|inspect ...`` (see ``--help``).
+The CLI that makes, converts, packs and inspects them is ``serve.models.cli``
+(``whisper-artifacts``).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
-import sys
-import tarfile
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from .errors import ArtifactError
+from ..errors import ArtifactError
 
 BACKENDS = ("openai", "transformers", "ctranslate2")
 HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
@@ -66,7 +63,7 @@ def _entries(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if not _ignored(p))
 
 
-def _load_json(path: Path) -> dict:
+def load_json(path: Path) -> dict:
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -114,7 +111,7 @@ def _openai(directory: Path, files: set[str], weights: list[str]) -> Layout:
 def _transformers(directory: Path, files: set[str], weights: list[str]) -> Layout:
     if "config.json" not in files:
         raise ArtifactError(f"{directory} has {weights[0]} but no config.json")
-    config = _load_json(directory / "config.json")
+    config = load_json(directory / "config.json")
     model_type = config.get("model_type")
     if model_type != "whisper":
         raise ArtifactError(f"{directory / 'config.json'} has model_type {model_type!r}, not 'whisper'")
@@ -142,7 +139,7 @@ def _ctranslate2(directory: Path, files: set[str], weights: list[str]) -> Layout
         hint = " (vocabulary.txt alone is not enough: faster-whisper would download tokenizer.json)" \
             if "vocabulary.txt" in files else ""
         raise ArtifactError(f"{directory} has model.bin but no tokenizer.json{hint}")
-    config = _load_json(directory / "config.json")
+    config = load_json(directory / "config.json")
     if config.get("model_type"):
         raise ArtifactError(f"{directory} has model.bin but config.json is a transformers config "
                             f"(model_type {config['model_type']!r}); expected a CTranslate2 Whisper config")
@@ -199,10 +196,10 @@ def layout_for_backend(model_dir: Path, backend: str) -> Optional[Layout]:
     if layout is None or layout.backend == backend:
         return layout
     if layout.backend == "ctranslate2":
-        fix = (f"run `python -m serve.artifacts import {model_dir} --to {backend} --out DIR` to convert it, "
+        fix = (f"run `whisper-artifacts import {model_dir} --to {backend} --out DIR` to convert it, "
                f"or set WHISPER_BACKEND=ctranslate2")
     else:
-        fix = (f"run `python -m serve.artifacts save NAME --backend {backend} --out DIR` to get that layout, "
+        fix = (f"run `whisper-artifacts save NAME --backend {backend} --out DIR` to get that layout, "
                f"or set WHISPER_BACKEND={layout.backend}")
     weights = {"openai": layout.path.name, "ctranslate2": "model.bin"}.get(layout.backend) or next(
         (w for w in HF_WEIGHTS if (layout.path / w).is_file()), "model.safetensors")
@@ -247,194 +244,3 @@ def _validate_model_bin(path: Path) -> None:
         raise ArtifactError(f"{path} is a CTranslate2 {spec}, not a Whisper model")
     if "decoder/embeddings/weight" not in shapes:
         raise ArtifactError(f"{path} has no decoder/embeddings/weight: not a Whisper model")
-
-
-# ---- CLI ------------------------------------------------------------------------
-
-def save(name: str, backend: str, out: Path) -> Layout:
-    """Download a named model (or hub id) in ``backend``'s layout into ``out``. Needs network access."""
-    out.mkdir(parents=True, exist_ok=True)
-    try:
-        if backend == "openai":
-            import whisper
-
-            model_name = "large-v3-turbo" if name == "turbo" else name
-            if model_name not in whisper._MODELS:
-                raise ArtifactError(f"unknown openai-whisper model {name!r}; one of {', '.join(whisper._MODELS)}")
-            whisper._download(whisper._MODELS[model_name], str(out), False)
-            from .convert import ALIGNMENT_HEADS_FILE, decode_alignment_heads
-
-            (out / ALIGNMENT_HEADS_FILE).write_text(json.dumps(decode_alignment_heads(
-                whisper._ALIGNMENT_HEADS[model_name])) + "\n")
-        elif backend == "transformers":
-            from transformers import WhisperForConditionalGeneration, WhisperProcessor
-
-            repo = name if "/" in name else f"openai/whisper-{name}"
-            WhisperForConditionalGeneration.from_pretrained(repo).save_pretrained(out)
-            processor = WhisperProcessor.from_pretrained(repo)
-            processor.save_pretrained(out)
-            processor.feature_extractor.to_json_file(out / "preprocessor_config.json")
-        else:
-            from faster_whisper import download_model
-
-            download_model(name, output_dir=str(out))
-    except ArtifactError:
-        raise
-    except Exception as exc:  # network, hub and HTTP errors come in many types
-        raise ArtifactError(f"could not download {name!r} for {backend} (needs network access to the "
-                            f"model hub): {type(exc).__name__}: {exc}") from None
-    layout = detect_layout(out)
-    if layout is None:
-        raise ArtifactError(f"downloading {name!r} left {out} empty")
-    return layout
-
-
-def import_ct2(ct2_dir: Path, to: str, out: Path, dtype: str) -> Layout:
-    """Convert a CTranslate2 Whisper directory offline (exact; see serve/convert.py)."""
-    from . import convert
-
-    source = detect_layout(ct2_dir)
-    if source is None or source.backend != "ctranslate2":
-        raise ArtifactError(f"{ct2_dir} is not a CTranslate2 model directory"
-                            + (f" (it holds a {source.backend} model)" if source else " (it is empty)"))
-    if to == "openai":
-        convert.ct2_to_openai(source.path, out / f"{source.model_name}.pt", dtype=dtype)
-    else:
-        convert.ct2_to_transformers(source.path, out, dtype=dtype)
-    return detect_layout(out)
-
-
-def layout_files(layout: Layout) -> tuple[Path, list[Path]]:
-    """(root, files) of a layout: what goes into model.tar.gz."""
-    root = layout.path.parent if layout.backend == "openai" else layout.path
-    if layout.backend == "openai":
-        from .convert import ALIGNMENT_HEADS_FILE
-
-        files = [layout.path] + ([root / ALIGNMENT_HEADS_FILE] if (root / ALIGNMENT_HEADS_FILE).is_file() else [])
-    else:
-        files = [p for p in sorted(root.rglob("*")) if p.is_file() and not any(
-            part.startswith(".") for part in p.relative_to(root).parts)]
-    return root, files
-
-
-def package(model_dir: Path, out: Path) -> tuple[Layout, list[str]]:
-    """Write ``out`` (.tar.gz) with the layout's files at the archive root, as SageMaker extracts it."""
-    layout = detect_layout(model_dir)
-    if layout is None:
-        raise ArtifactError(f"{model_dir} holds no model to package")
-    root, files = layout_files(layout)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    names = []
-    with tarfile.open(out, "w:gz") as tar:
-        for path in files:
-            arcname = path.relative_to(root).as_posix()
-            tar.add(path, arcname=arcname, recursive=False)
-            names.append(arcname)
-    return layout, names
-
-
-def _describe(layout: Layout) -> list[str]:
-    lines = [f"backend:  {layout.backend}", f"model:    {layout.model_name}", f"path:     {layout.path}",
-             f"why:      {layout.reason}"]
-    dims = _dims(layout)
-    if dims:
-        lines.append("dims:     " + ", ".join(f"{k}={v}" for k, v in dims.items()))
-    root, files = layout_files(layout)
-    lines.append("files:")
-    lines += [f"  {p.relative_to(root).as_posix():<32} {_size(p.stat().st_size):>9}" for p in files]
-    return lines
-
-
-def _dims(layout: Layout) -> dict:
-    """Model dimensions, read cheaply (config files / checkpoint header / model.bin)."""
-    try:
-        if layout.backend == "openai":
-            import torch
-
-            return dict(torch.load(layout.path, map_location="cpu", weights_only=True, mmap=True)["dims"])
-        if layout.backend == "transformers":
-            config = _load_json(layout.path / "config.json")
-            keys = ("vocab_size", "num_mel_bins", "d_model", "encoder_layers", "decoder_layers",
-                    "encoder_attention_heads", "decoder_attention_heads")
-            return {k: config[k] for k in keys if k in config}
-        from .convert import dims_of, read_ct2_model
-        from dataclasses import asdict
-
-        return asdict(dims_of(read_ct2_model(layout.path / "model.bin")))
-    except ArtifactError:
-        raise
-    except Exception:  # dims are informative only
-        return {}
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
-
-
-def inspect(path: Path) -> list[str]:
-    """Lines describing a model directory or a model.tar.gz (extracted to a temp dir and checked)."""
-    if path.is_file() and (path.name.endswith((".tar.gz", ".tgz", ".tar"))):
-        with tarfile.open(path) as tar, tempfile.TemporaryDirectory(prefix="inspect-") as tmp:
-            members = tar.getmembers()
-            tar.extractall(tmp, filter="data")
-            layout = detect_layout(Path(tmp))
-            if layout is None:
-                raise ArtifactError(f"{path} is empty")
-            top = sorted({m.name.split("/")[0] for m in members})
-            where = "at the archive root" if layout.path.parent == Path(tmp) or layout.path == Path(tmp) \
-                else f"inside the folder {top[0]}/ (SageMaker will extract it one level down; still accepted)"
-            return [f"archive:  {path} ({_size(path.stat().st_size)}, {len(members)} members, model {where})"] \
-                + [line.replace(tmp, "<archive>") for line in _describe(layout)]
-    layout = detect_layout(path)
-    if layout is None:
-        raise ArtifactError(f"{path} is empty or missing")
-    return _describe(layout)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m serve.artifacts",
-                                     description="Make, convert, pack and inspect Whisper model artifacts.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("save", help="download a named model in one backend's layout (needs network)")
-    p.add_argument("name", help=f"a model name ({', '.join(NAMED_MODELS)}) or a hub id")
-    p.add_argument("--backend", required=True, choices=BACKENDS)
-    p.add_argument("--out", required=True, type=Path)
-    p = sub.add_parser("import", help="convert a CTranslate2 Whisper directory (offline, exact)")
-    p.add_argument("ct2_dir", type=Path)
-    p.add_argument("--to", required=True, choices=("openai", "transformers"))
-    p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--dtype", default="float32", choices=("float32", "float16"))
-    p = sub.add_parser("package", help="write model.tar.gz with the files at the archive root")
-    p.add_argument("model_dir", type=Path)
-    p.add_argument("--out", required=True, type=Path)
-    p = sub.add_parser("inspect", help="describe a model directory or model.tar.gz")
-    p.add_argument("path", type=Path)
-    return parser
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        if args.command == "save":
-            lines = _describe(save(args.name, args.backend, args.out))
-        elif args.command == "import":
-            lines = _describe(import_ct2(args.ct2_dir, args.to, args.out, args.dtype))
-        elif args.command == "package":
-            layout, names = package(args.model_dir, args.out)
-            lines = [f"wrote {args.out} ({_size(args.out.stat().st_size)}): {layout.backend} model "
-                     f"{layout.model_name}, {len(names)} files at the archive root"]
-        else:
-            lines = inspect(args.path)
-    except ArtifactError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 1
-    print("\n".join(lines))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

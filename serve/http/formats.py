@@ -1,9 +1,16 @@
-"""Response formats chosen by the Accept header: JSON, text, WebVTT, SubRip, TSV.
+"""Response formats chosen by the Accept header: JSON, text, WebVTT, SubRip, TSV, and streams.
 
 The subtitle writers follow openai-whisper's ``get_writer`` output (so files
 are interchangeable with the ``whisper`` CLI's), but write to a string.
 Accept is parsed with q-values (werkzeug's MIMEAccept): ``*/*`` or no
 Accept gives JSON; a type we cannot produce is a 406 listing what we can.
+
+Streaming (``stream=true``, or ``Accept: text/event-stream``) sends one
+self-contained JSON object per segment as it is decoded, then one with the
+summary, or one with the error that cut the stream short: as JSON Lines
+(``application/jsonlines``) or as server-sent events with the same objects.
+Each object's ``type`` (segment, done, error) tells a complete transcript
+from a cut one.
 """
 
 from __future__ import annotations
@@ -15,8 +22,8 @@ from typing import Callable, Optional
 from werkzeug.datastructures import MIMEAccept
 from werkzeug.http import parse_accept_header
 
-from .errors import NotAcceptableError
-from .transcription import Transcription
+from ..core.results import Segment, Transcription, segment_dict
+from ..errors import NotAcceptableError
 
 
 @dataclass(frozen=True)
@@ -95,17 +102,70 @@ WRITERS: tuple[Writer, ...] = (
 )
 SUPPORTED = tuple(w.mimetype for w in WRITERS)
 DEFAULT = WRITERS[0]
+EVENT_STREAM = "text/event-stream"
 
 
 def writer_for_accept(accept: Optional[str]) -> Writer:
-    """The writer the Accept header prefers; JSON when there is none. Raises NotAcceptableError."""
+    """The writer the Accept header prefers; JSON when there is none. Raises NotAcceptableError.
+
+    ``text/event-stream`` is accepted too: it asks for a streamed answer (see ``stream_writer``).
+    """
     if accept is None or not accept.strip():
         return DEFAULT
     # Media-type parameters (charset=...) would stop werkzeug matching the bare type: drop them.
     parsed = MIMEAccept([(value.split(";")[0].strip(), q) for value, q in parse_accept_header(accept, MIMEAccept)])
-    best = parsed.best_match(SUPPORTED)
+    best = parsed.best_match(SUPPORTED + (EVENT_STREAM,))
     if best is None:
         raise NotAcceptableError(
-            f"cannot produce {accept!r}; supported Accept types: {', '.join(SUPPORTED)} (*/* gives JSON)"
+            f"cannot produce {accept!r}; supported Accept types: {', '.join(SUPPORTED)} (*/* gives JSON), "
+            f"and {EVENT_STREAM} for a streamed answer"
         )
+    if best == EVENT_STREAM:
+        return SSE_MARKER
     return next(w for w in WRITERS if w.mimetype == best)
+
+
+SSE_MARKER = Writer(EVENT_STREAM, "sse", lambda t, extra: render_json(t, extra))
+"""What ``writer_for_accept`` returns for ``text/event-stream``: the answer must be streamed."""
+
+
+# ---- streams ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StreamWriter:
+    """One self-contained JSON object per event, as JSON Lines or as server-sent events."""
+
+    content_type: str
+    sse: bool
+
+    def _line(self, kind: str, body: dict) -> str:
+        data = json.dumps({"type": kind, **body}, ensure_ascii=False)
+        return f"event: {kind}\ndata: {data}\n\n" if self.sse else data + "\n"
+
+    def segment(self, segment: Segment) -> str:
+        return self._line("segment", segment_dict(segment))
+
+    def done(self, t: Transcription, extra: dict) -> str:
+        summary = {k: v for k, v in t.to_dict().items() if k not in ("segments", "words")}
+        return self._line("done", {**summary, "segments": len(t.segments), **extra})
+
+    def error(self, exc: BaseException, status: int) -> str:
+        from .errors import error_message, error_type
+
+        return self._line("error", {"error": {"type": error_type(exc), "message": error_message(exc),
+                                              "status": status}})
+
+
+JSON_LINES = StreamWriter("application/jsonlines", sse=False)
+SERVER_SENT_EVENTS = StreamWriter(EVENT_STREAM, sse=True)
+
+
+def stream_writer(writer: Writer) -> StreamWriter:
+    """The stream for a negotiated writer: events for text/event-stream, JSON Lines for JSON; else 406."""
+    if writer is SSE_MARKER:
+        return SERVER_SENT_EVENTS
+    if writer is DEFAULT:
+        return JSON_LINES
+    raise NotAcceptableError(f"a streamed answer is JSON Lines (Accept: application/json) or server-sent "
+                             f"events (Accept: {EVENT_STREAM}), not {writer.mimetype}")

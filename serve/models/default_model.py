@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import convert
-from .errors import ArtifactError
+from ..errors import ArtifactError
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +39,14 @@ def embedded_ct2_dir() -> Path:
     return path
 
 
-def default_model_path(backend: str, settings) -> Path:
+def default_model_path(backend: str, cache_dir: Path) -> Path:
     """What ``backend`` loads for the embedded tiny.en: a .pt for openai, a directory otherwise."""
     source = embedded_ct2_dir()
     if backend == "ctranslate2":
         return source
     if backend not in ("openai", "transformers"):
         raise ArtifactError(f"no embedded default for backend {backend!r}")
-    parent = Path(settings.cache_dir) / MODEL_NAME
+    parent = Path(cache_dir) / MODEL_NAME
     final = parent / backend
     stamp = _stamp(source)
     if _complete(final, backend, stamp):  # the common case: no lock needed to read a finished copy

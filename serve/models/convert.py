@@ -32,7 +32,7 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-from .errors import ArtifactError
+from ..errors import ArtifactError
 
 SUPPORTED_BINARY_VERSIONS = (5, 6)
 DTYPES = ("float32", "int8", "int16", "int32", "float16", "bfloat16")

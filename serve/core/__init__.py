@@ -1,0 +1,1 @@
+"""From a request's audio to its transcription: options, decoding, cutting, scheduling, results."""

@@ -1,0 +1,73 @@
+"""What a transcription is: words, segments, and the whole.
+
+Engines return ``Segment``s (times relative to the audio they were given);
+the scheduler shifts them to the request's time and assembles the
+``Transcription`` the formats render.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class Word:
+    start: float
+    end: float
+    word: str
+    probability: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class Segment:
+    id: int
+    start: float
+    end: float
+    text: str
+    avg_logprob: Optional[float] = None
+    no_speech_prob: Optional[float] = None
+    compression_ratio: Optional[float] = None
+    temperature: Optional[float] = None
+    words: Optional[tuple[Word, ...]] = None
+
+
+@dataclass(frozen=True)
+class Transcription:
+    text: str
+    language: str
+    duration: float
+    """Seconds of audio transcribed."""
+    segments: tuple[Segment, ...] = field(default_factory=tuple)
+    warnings: tuple[str, ...] = ()
+    """What the decoder reported about damaged input (a cut or corrupt file): the
+    transcript is what could be decoded. Rendered only when there is something to say."""
+
+    @property
+    def words(self) -> Optional[tuple[Word, ...]]:
+        if any(s.words is None for s in self.segments) or not self.segments:
+            return None
+        return tuple(w for s in self.segments for w in s.words or ())
+
+    def to_dict(self) -> dict:
+        out = {
+            "text": self.text,
+            "language": self.language,
+            "duration": self.duration,
+            "segments": [segment_dict(s) for s in self.segments],
+        }
+        words = self.words
+        if words is not None:
+            out["words"] = [asdict(w) for w in words]
+        if self.warnings:
+            out["warnings"] = list(self.warnings)
+        return out
+
+
+def segment_dict(segment: Segment) -> dict:
+    out = asdict(segment)
+    if segment.words is None:
+        out.pop("words")
+    else:
+        out["words"] = [asdict(w) for w in segment.words]
+    return out

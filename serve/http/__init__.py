@@ -1,0 +1,1 @@
+"""The HTTP side: routes, request bodies, response formats, error statuses."""
