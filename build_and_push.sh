@@ -16,7 +16,14 @@
 #   PYTHON                            interpreter with boto3 (default python3)
 #
 # stdout carries only the image URI; progress goes to stderr.
+#
+# Needs Docker with BuildKit (the buildx plugin): the Dockerfile's COPY --chmod and
+# --provenance exist only there. Without buildx, `docker build` falls back to the
+# legacy builder, which stops at "unknown flag: --provenance"; DOCKER_BUILDKIT=1
+# turns that into a plain "the buildx component is missing", checked before any
+# AWS call.
 set -euo pipefail
+export DOCKER_BUILDKIT=1
 
 usage() {
     echo "usage: $0 NAME [TAG]" >&2
@@ -36,6 +43,12 @@ if [ -z "$region" ] && command -v aws >/dev/null 2>&1; then
 fi
 if [ -z "$region" ]; then
     echo "$0: no region: set AWS_REGION or AWS_DEFAULT_REGION, or run 'aws configure'" >&2
+    exit 1
+fi
+
+if [ "$dry_run" != 1 ] && ! docker buildx version >/dev/null 2>&1; then
+    echo "$0: docker build needs BuildKit (the Dockerfile uses COPY --chmod): install the docker buildx plugin" >&2
+    echo "    (docker-buildx-plugin from Docker's apt repository; Ubuntu also packages it as docker-buildx)" >&2
     exit 1
 fi
 
