@@ -1,17 +1,29 @@
 # The two fresh-machine commands are `make demo` and `make test` (see README).
-.PHONY: setup demo serve test bench lint
+.PHONY: setup demo stop serve test image bench lint
 
 setup:
 	./local_test/setup_env.sh
 
+# Leaves the server running; `make stop` ends it (that server, and nothing else).
 demo: setup
 	./local_test/demo.sh
+
+stop:
+	./local_test/demo.sh stop
 
 serve: setup
 	./local_test/serve_local.sh
 
+# The whole suite, tests/test_image.py included: it builds the image, so the
+# container tools come first (nothing to install where a Docker engine runs).
 test: setup
+	./local_test/image.sh setup
 	.venv/bin/python -m pytest -q
+
+# The CPU variant of the image, from the repository's Dockerfile (local_test/image.sh).
+image: setup
+	./local_test/image.sh setup
+	./local_test/image.sh build
 
 bench: setup
 	.venv/bin/python bench/engines.py
