@@ -11,7 +11,7 @@ Read by ``container/serve`` in the gunicorn master, before any worker forks.
 - ``gthread`` workers: one thread per connection, so /ping is answered while
   requests wait for their transcriptions (``WHISPER_SERVER_THREADS``).
 - Request timeout ``SAGEMAKER_MODEL_SERVER_TIMEOUT`` (default 3600 s, what
-  async inference allows); SIGTERM drains in-flight requests for 30 s.
+  async inference allows); SIGTERM drains in-flight requests for 25 s; those left get a 503.
 - Logs go to stdout; gunicorn's access log is off in favour of the app's
   one structured JSON line per invocation.
 """
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 
 from serve.http.app import worker_scratch
 from serve.settings import Settings
@@ -29,18 +30,19 @@ GPUS = settings.visible_gpus()
 # An explicit device (cuda:N) is the operator's choice: don't re-pin workers.
 PIN_GPUS = bool(GPUS) and settings.device in ("auto", "cuda")
 
-bind = f"{settings.bind_host}:{settings.port}"
+bind = f"unix:{settings.gunicorn_socket}"  # nginx (container/serve) listens on the port
 workers = settings.worker_count()
 os.environ["SAGEMAKER_MODEL_SERVER_WORKERS"] = str(workers)
 worker_class = "gthread"
 threads = settings.server_threads
 worker_connections = settings.server_threads  # a full worker leaves new connections to the others
 timeout = settings.timeout
-graceful_timeout = 30
+graceful_timeout = 25  # SageMaker allows 30 s between SIGTERM and SIGKILL; leave room to exit
 keepalive = 75  # longer than the idle timeout of SageMaker's front end (60 s)
 preload_app = False
-limit_request_line = 8190
-limit_request_field_size = 16384  # custom attributes are 1024 chars; leave room for signatures
+# nginx refuses (as JSON) request lines over 8 kB and headers over 8 kB; above its limits, so these never answer
+limit_request_line = 16384
+limit_request_field_size = 32768
 accesslog = None
 errorlog = "-"
 loglevel = settings.log_level
@@ -68,15 +70,27 @@ logconfig_dict = {
 }
 
 
-def on_starting(server):
-    """Before any worker: an empty scratch folder (a killed container may have left request files)."""
-    shutil.rmtree(settings.scratch_dir, ignore_errors=True)
-    settings.scratch_dir.mkdir(parents=True, exist_ok=True)
-
-
 def child_exit(server, worker):
     """A worker ended (killed, crashed or stopped): its requests' files go with it."""
     shutil.rmtree(worker_scratch(settings.scratch_dir, worker.pid), ignore_errors=True)
+
+
+def post_worker_init(worker):
+    """SIGTERM in a worker: requests that cannot finish before the drain ends get a 503 with Retry-After.
+
+    gunicorn's own handler then stops accepting and waits ``graceful_timeout``
+    for the requests in flight; without ours, those still running at the end
+    would be cut off with no answer at all.
+    """
+    previous = signal.getsignal(signal.SIGTERM)
+    runtime = worker.wsgi.extensions["whisper.runtime"]
+
+    def drain(signo, frame):
+        runtime.shutdown(grace_s=graceful_timeout - 4)  # time for the engine call in flight to end
+        if callable(previous):
+            previous(signo, frame)
+
+    signal.signal(signal.SIGTERM, drain)
 
 
 def pre_fork(server, worker):

@@ -93,6 +93,10 @@ class Settings:
     bind_host: str = "0.0.0.0"
     """WHISPER_BIND_HOST: the address the server listens on (local runs and tests use 127.0.0.1)."""
 
+    client_timeout: int = 60
+    """WHISPER_CLIENT_TIMEOUT_S: a client silent this long while sending its request is answered 408
+    and dropped (nginx holds slow uploads, never a worker thread)."""
+
     server_threads: int = 64
     """WHISPER_SERVER_THREADS: connection threads per worker. Each in-flight request holds
     one while it waits for its transcription, so this bounds the requests a worker batches."""
@@ -124,6 +128,15 @@ class Settings:
             except (OSError, subprocess.SubprocessError):
                 pass
         return []
+
+    @property
+    def front_dir(self) -> Path:
+        """nginx's files (configuration, buffered bodies) and gunicorn's socket, inside the scratch folder."""
+        return self.scratch_dir / "front"
+
+    @property
+    def gunicorn_socket(self) -> Path:
+        return self.front_dir / "gunicorn.sock"
 
     def worker_count(self) -> int:
         """Worker processes: SAGEMAKER_MODEL_SERVER_WORKERS, else one per GPU, 1 on CPU."""
@@ -177,6 +190,8 @@ class Settings:
             kwargs["port"] = as_int("SAGEMAKER_BIND_TO_PORT", v, 1, 65535)
         if (v := get("WHISPER_BIND_HOST")) is not None:
             kwargs["bind_host"] = v.strip()
+        if (v := get("WHISPER_CLIENT_TIMEOUT_S")) is not None:
+            kwargs["client_timeout"] = as_int("WHISPER_CLIENT_TIMEOUT_S", v, 1, 3600)
         if (v := get("WHISPER_SERVER_THREADS")) is not None:
             kwargs["server_threads"] = as_int("WHISPER_SERVER_THREADS", v, 4, 1024)
         if (v := get("SAGEMAKER_MODEL_SERVER_WORKERS")) is not None:

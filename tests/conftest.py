@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -81,28 +83,59 @@ def backend_settings(name: str, model_dir: Path, **env: str):
     return Settings.from_env(base)
 
 
-_loaded: dict = {}
+@dataclass
+class Engine:
+    """A backend on the real tiny.en with its scheduler: the path every request takes, minus HTTP."""
+
+    backend: object
+    scheduler: object
+    settings: object
+
+    @property
+    def name(self) -> str:
+        return self.backend.name
+
+    def options(self, **options):
+        from serve.core.options import TranscribeOptions, resolve
+
+        return resolve(TranscribeOptions(**options), self.settings.defaults, self.backend.capabilities)
+
+    def submit(self, path: Path, scratch: Path, **options):
+        return self.scheduler.submit(Path(path), Path(scratch), self.options(**options))
+
+    def transcribe(self, path: Path, **options):
+        with tempfile.TemporaryDirectory(prefix="engine-") as scratch:
+            return self.submit(path, Path(scratch), **options).wait(timeout=1200)
+
+
+_engines: dict = {}
+
+
+def engine_for(name: str, model_dir: Path, **env: str) -> Engine:
+    """``name``'s backend with a scheduler, loaded once per distinct settings for the session."""
+    from serve.backends import load_backend
+    from serve.core.runtime import scheduler_config
+    from serve.core.scheduler import Scheduler
+
+    key = (name, tuple(sorted(env.items())))
+    if key not in _engines:
+        settings = backend_settings(name, model_dir, **env)
+        same_model = {k: v for k, v in env.items() if k in ("WHISPER_COMPUTE_TYPE", "WHISPER_CPU_THREADS")}
+        loaded = next((e.backend for (n, kv), e in _engines.items()
+                       if n == name and {k: v for k, v in kv if k in same_model} == same_model), None)
+        backend = loaded or load_backend(settings)
+        _engines[key] = Engine(backend, Scheduler(backend, scheduler_config(settings, backend.device.kind)),
+                               settings)
+    return _engines[key]
 
 
 @pytest.fixture(scope="session", params=BACKEND_NAMES)
-def backend(request, empty_model_dir):
-    """Each backend on the embedded tiny.en, loaded once per session."""
-    from serve.backends import load_backend
-
-    name = request.param
-    if name not in _loaded:
-        _loaded[name] = load_backend(backend_settings(name, empty_model_dir))
-    return _loaded[name]
+def engine(request, empty_model_dir) -> Engine:
+    """Each backend on the embedded tiny.en with the default scheduler, loaded once per session."""
+    return engine_for(request.param, empty_model_dir)
 
 
 @pytest.fixture(scope="session")
-def load_named_backend(empty_model_dir):
-    """Load a backend by name (cached), for tests that need one in particular."""
-    from serve.backends import load_backend
-
-    def load(name: str):
-        if name not in _loaded:
-            _loaded[name] = load_backend(backend_settings(name, empty_model_dir))
-        return _loaded[name]
-
-    return load
+def named_engine(empty_model_dir):
+    """An engine by name and settings (cached), for tests that need one in particular."""
+    return lambda name, **env: engine_for(name, empty_model_dir, **env)

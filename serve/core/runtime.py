@@ -111,6 +111,11 @@ class Runtime:
             raise RuntimeError(f"warm-up transcription failed: expected {WARMUP_TEXT!r}, got {result.text!r}")
         log.info("warm-up transcription passed in %.2f s: %r", time.monotonic() - start, result.text)
 
+    def shutdown(self, grace_s: float) -> None:
+        """The worker is stopping: refuse new requests; answer those unfinished after ``grace_s`` with a 503."""
+        if self.scheduler is not None:
+            self.scheduler.shutdown(grace_s)
+
     def require_ready(self) -> Backend:
         if self.backend is not None:
             return self.backend

@@ -32,6 +32,7 @@ killed and its windows are dropped before they reach the engine.
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import logging
 import threading
@@ -109,6 +110,8 @@ class Job:
         self.submitted = time.monotonic()
         self.started: Optional[float] = None
         """When the engine first took one of its windows."""
+        self.first_call: Optional[int] = None
+        """The number of the engine call that first took one of its windows."""
         self.language: Optional[str] = options.decode.language
         self.queue: deque[_Entry] = deque()
         self.outstanding: set[tuple] = set()
@@ -174,10 +177,14 @@ class Scheduler:
         """Round-robin order of the requests with work left."""
         self._cond = threading.Condition()
         self._closing = False
-        self.batches = 0
-        """Engine calls made (for tests and logs)."""
+        self._stopped = False
+        self._cutters: set[threading.Thread] = set()
+        self.calls = 0
+        """Engine calls started so far (for tests and logs)."""
         self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
         self._thread.start()
+        # Native engine code running in a daemon thread while the interpreter exits crashes it.
+        atexit.register(self.stop)
 
     # --- requests -----------------------------------------------------------------------------
 
@@ -189,7 +196,10 @@ class Scheduler:
                 raise ShuttingDownError("the server is shutting down; send the request again")
             self._jobs.append(job)
         self._pool.submit(self._decode, job)
-        threading.Thread(target=self._cut, args=(job,), name=f"cut-{job.id}", daemon=True).start()
+        cutter = threading.Thread(target=self._cut, args=(job,), name=f"cut-{job.id}", daemon=True)
+        with self._cond:
+            self._cutters.add(cutter)
+        cutter.start()
         return job
 
     def cancel(self, job: Job, error: Optional[BaseException] = None) -> None:
@@ -219,6 +229,20 @@ class Scheduler:
         timer.daemon = True
         timer.start()
 
+    def stop(self, timeout: float = 5.0) -> None:
+        """Cancel everything and wait (a few seconds) for the engine call in flight to end (at exit)."""
+        with self._cond:
+            self._closing = self._stopped = True
+            jobs, cutters = list(self._jobs), list(self._cutters)
+            self._cond.notify_all()
+        for job in jobs:
+            self.cancel(job, ShuttingDownError("the server stopped"))
+        deadline = time.monotonic() + timeout
+        for thread in [self._thread, *cutters]:
+            if thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
     @property
     def active(self) -> int:
         with self._cond:
@@ -247,6 +271,9 @@ class Scheduler:
         except BaseException as exc:  # noqa: BLE001 - the request fails with it
             job.audio.error = job.audio.error or exc
             log.exception("cutting request %d failed", job.id)
+        finally:
+            with self._cond:
+                self._cutters.discard(threading.current_thread())
         job.audio.wait_for(1 << 62)  # decoding ended (the cutter may stop early on an error)
         error = job.audio.error
         if error is not None and not isinstance(error, CancelledError):
@@ -278,6 +305,8 @@ class Scheduler:
     def _run(self) -> None:
         while True:
             packs = self._take()
+            if not packs:
+                return  # stopped
             started = time.monotonic()
             try:
                 if packs[0][0].job.options.sequential:
@@ -288,7 +317,6 @@ class Scheduler:
                 log.exception("engine call failed")
                 for entry in {id(e.job): e for pack in packs for e in pack}.values():
                     self.cancel(entry.job, exc if isinstance(exc, WhisperServeError) else exc)
-            self.batches += 1
             jobs = {id(e.job): e.job for pack in packs for e in pack}.values()
             for job in jobs:
                 job.processing_seconds += (time.monotonic() - started) / len(jobs)
@@ -297,13 +325,15 @@ class Scheduler:
         """The next engine call: packs of entries, all with the same decoding options (or one sequential window)."""
         with self._cond:
             while not any(j.queue for j in self._jobs):
+                if self._stopped:
+                    return []
                 self._cond.wait()
             head = next(j for j in self._jobs if j.queue)
             self._jobs.remove(head)  # to the back: the next call starts with the next request
             self._jobs.append(head)
-            now = time.monotonic()
+            self.calls += 1
             if head.options.sequential:
-                head.started = head.started or now
+                self._mark_started(head)
                 return [[head.queue.popleft()]]
             order = [head] + [j for j in self._jobs if j is not head and j.queue and not j.options.sequential
                               and j.options.decode == head.options.decode]
@@ -333,9 +363,13 @@ class Scheduler:
                     else:
                         continue
                     job.queue.popleft()
-                    job.started = job.started or now
+                    self._mark_started(job)
                     progressed = True
             return packs
+
+    def _mark_started(self, job: Job) -> None:
+        if job.started is None:
+            job.started, job.first_call = time.monotonic(), self.calls
 
     def _sequential(self, entry: _Entry) -> None:
         job = entry.job
