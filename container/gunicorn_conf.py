@@ -35,10 +35,9 @@ workers = settings.worker_count()
 os.environ["SAGEMAKER_MODEL_SERVER_WORKERS"] = str(workers)
 worker_class = "gthread"
 threads = settings.server_threads
-worker_connections = settings.server_threads  # a full worker leaves new connections to the others
+worker_connections = settings.server_threads + 8  # nginx bounds what reaches a worker; room for /ping
 timeout = settings.timeout
 graceful_timeout = 25  # SageMaker allows 30 s between SIGTERM and SIGKILL; leave room to exit
-keepalive = 75  # longer than the idle timeout of SageMaker's front end (60 s)
 preload_app = False
 # nginx refuses (as JSON) request lines over 8 kB and headers over 8 kB; above its limits, so these never answer
 limit_request_line = 16384

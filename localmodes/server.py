@@ -108,49 +108,91 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the process that started us dies (even by SIGKILL)."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class ServerProcess:
+    """``container/serve`` as a child process on 127.0.0.1: the exact command SageMaker runs.
+
+    The one way this project starts a local server (the batch and async
+    commands' ``--start-server``, the tests, the benchmarks). It runs in its
+    own process group and, unless told otherwise, dies with its parent: a
+    crashed or killed caller leaves no server behind.
+    """
+
+    def __init__(self, env: Optional[Mapping[str, str]] = None, port: Optional[int] = None,
+                 log_path: Optional[Path] = None, die_with_parent: bool = True):
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = dict(os.environ)
+        self.env.update(env or {})
+        self.env["SAGEMAKER_BIND_TO_PORT"] = str(self.port)
+        self.env.setdefault("WHISPER_BIND_HOST", "127.0.0.1")  # a local trial is not a public service
+        # container/serve runs gunicorn with this interpreter: its venv's packages, even when not activated
+        self.env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + self.env.get("PATH", "")
+        if log_path is None:
+            log_path = Path(tempfile.NamedTemporaryFile(prefix="whisper-serve-", suffix=".log", delete=False).name)
+        self.log_path = log_path
+        self.die_with_parent = die_with_parent
+        self.process: Optional[subprocess.Popen] = None
+
+    def start(self) -> "ServerProcess":
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen([sys.executable, str(SERVE)], cwd=ROOT, env=self.env, stdout=log,
+                                            stderr=subprocess.STDOUT, start_new_session=True,
+                                            preexec_fn=_die_with_parent if self.die_with_parent else None)
+        return self
+
+    def wait_ready(self, timeout: float = 600.0) -> None:
+        try:
+            Container(self.url).wait_until_healthy(timeout, self.process)
+        except (RuntimeError, TimeoutError) as e:
+            raise RuntimeError(f"{e}; the server log ({self.log_path}) ends with:\n{self.log_tail()}") from None
+
+    def stop(self, timeout: float = 30.0) -> float:
+        """SIGTERM, as SageMaker sends it; seconds until the whole server exited (SIGKILL past ``timeout``)."""
+        if self.process is None or self.process.poll() is not None:
+            return 0.0
+        start = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise TimeoutError(f"the server did not exit within {timeout:.0f} s of SIGTERM") from None
+        return time.monotonic() - start
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group (gunicorn, its workers, nginx)."""
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log().splitlines()[-lines:])
+
+
 @contextlib.contextmanager
 def started_server(backend: Optional[str] = None, port: Optional[int] = None,
                    env: Optional[Mapping[str, str]] = None, timeout: float = 600.0) -> Iterator[str]:
-    """Run ``container/serve`` on 127.0.0.1 until the block ends; yields its URL.
-
-    For users without a server of their own running: the batch and async
-    commands' ``--start-server``. The server log goes to a temporary file
-    whose path is printed if the server fails to come up.
-    """
-    port = port or free_port()
-    child_env = dict(os.environ)
-    child_env.update(env or {})
-    child_env["SAGEMAKER_BIND_TO_PORT"] = str(port)
-    child_env.setdefault("WHISPER_BIND_HOST", "127.0.0.1")  # a local trial is not a public service
-    # container/serve execs gunicorn: find this interpreter's, even in a venv that isn't activated
-    child_env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + child_env.get("PATH", "")
-    if backend:
-        child_env["WHISPER_BACKEND"] = backend
-    log = tempfile.NamedTemporaryFile(prefix="whisper-serve-", suffix=".log", delete=False)
-    process = subprocess.Popen([str(SERVE)], cwd=ROOT, env=child_env, stdout=log, stderr=subprocess.STDOUT,
-                               start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    """Run ``container/serve`` on 127.0.0.1 until the block ends; yields its URL."""
+    server = ServerProcess({**(env or {}), **({"WHISPER_BACKEND": backend} if backend else {})}, port)
+    server.start()
     try:
-        try:
-            Container(url).wait_until_healthy(timeout, process)
-        except (RuntimeError, TimeoutError) as e:
-            raise RuntimeError(f"{e}; see the server log {log.name}") from None
-        print(f"server ready at {url} (log: {log.name})", file=sys.stderr)
-        yield url
+        server.wait_ready(timeout)
+        print(f"server ready at {server.url} (log: {server.log_path})", file=sys.stderr)
+        yield server.url
     finally:
-        _stop(process)
-        log.close()
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """SIGTERM the server's process group (gunicorn and its workers), then SIGKILL if it lingers."""
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+        try:
+            server.stop()
+        except TimeoutError:
+            pass

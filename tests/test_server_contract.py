@@ -25,8 +25,9 @@ def test_ping_is_200_with_an_empty_body(server):
 def test_execution_parameters(server):
     r = requests.get(server.url + "/execution-parameters", timeout=5)
     assert r.status_code == 200
-    # one CPU worker, one transcription at a time in it: that is what this server can really run at once
-    assert r.json() == {"MaxConcurrentTransforms": 1, "BatchStrategy": "SINGLE_RECORD", "MaxPayloadInMB": 100}
+    # one CPU worker whose engine calls batch up to 4 windows (WHISPER_MAX_BATCH's CPU default): 4 records at
+    # once keep it busy; SageMaker wants MaxConcurrentTransforms x MaxPayloadInMB <= 100
+    assert r.json() == {"MaxConcurrentTransforms": 4, "BatchStrategy": "SINGLE_RECORD", "MaxPayloadInMB": 25}
 
 
 def test_invocation_json_default_and_request_id_logged(server):
@@ -36,7 +37,7 @@ def test_invocation_json_default_and_request_id_logged(server):
     assert r.status_code == 200, r.text
     assert r.headers["Content-Type"] == "application/json"
     body = r.json()
-    assert speech.wer([SENTENCE], [body["text"]]) <= 0.3, body["text"]
+    assert speech.wer([SENTENCE], [body["text"]]) <= speech.MAX_CLIP_WER, body["text"]
     assert body["language"] == "en"
     assert abs(body["duration"] - speech.duration(clip.path)) < 0.1
     assert body["segments"] and all(s["end"] > s["start"] for s in body["segments"])
@@ -106,14 +107,18 @@ def test_ping_is_503_until_the_model_is_loaded(tmp_path):
     """In process, with a loader we control: /ping must not say 200 a moment too early."""
     import threading
 
-    from serve.app import create_app
+    from serve.http.app import create_app
     from serve.settings import Settings
-    from serve.worker import ModelWorker
+    from serve.backends.base import Device
+    from serve.core.options import Capabilities, TranscribeOptions
+    from serve.core.runtime import Runtime
 
     gate = threading.Event()
 
     class Loaded:
         name, model_name = "fake", "fake-model"
+        device = Device("cpu")
+        capabilities = Capabilities(name, model_name, True, {n: None for n in TranscribeOptions.names()}, {})
 
         def describe(self):
             return {"backend": self.name}
@@ -123,14 +128,14 @@ def test_ping_is_503_until_the_model_is_loaded(tmp_path):
         return Loaded()
 
     settings = Settings.from_env({"WHISPER_WARMUP": "false", "WHISPER_TMP_DIR": str(tmp_path)})
-    worker = ModelWorker(settings, loader).start()
-    client = create_app(settings, worker).test_client()
+    runtime = Runtime(settings, loader).start()
+    client = create_app(settings, runtime).test_client()
     for _ in range(3):
         r = client.get("/ping")
         assert r.status_code == 503 and r.json["error"]["type"] == "ModelNotReady"
         assert "loading" in r.json["error"]["message"]
     assert client.post("/invocations", data=b"x").status_code == 503
     gate.set()
-    assert worker.wait_ready(10)
+    assert runtime.wait_ready(10)
     r = client.get("/ping")
     assert r.status_code == 200 and r.data == b""

@@ -18,7 +18,6 @@ import base64
 import json
 import subprocess
 
-import psutil
 import pytest
 import requests
 
@@ -44,7 +43,7 @@ def error_of(r: requests.Response, status: int, error_type: str) -> str:
 
 
 def worker_pids(server) -> set[int]:
-    return {p.pid for p in psutil.Process(server.process.pid).children()}
+    return server.workers()
 
 
 @pytest.fixture
@@ -131,21 +130,21 @@ def test_415_video_without_an_audio_track(server, survives, tmp_path):
 @ct2
 def test_no_413_without_a_cap_even_over_torchserves_6_mb(server, survives, tmp_path):
     big = tmp_path / "big.wav"  # 40 s of 48 kHz stereo PCM: 7.7 MB
-    clip = speech.speak(TEXT)
+    clip = speech.speak(" ".join(speech.SENTENCES[:4]))  # four sentences: one alone swings with the CPU
     subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(clip.path), "-af", "apad", "-t", "40", "-ar", "48000",
                     "-ac", "2", str(big)], check=True)
     assert big.stat().st_size > 7_000_000
     r = invoke(server.url, big.read_bytes(), {"Content-Type": "audio/wav"})
     assert r.status_code == 200, r.text
-    assert speech.wer([TEXT], [r.json()["text"]]) <= 0.35
+    assert speech.wer([clip.text], [r.json()["text"]]) <= speech.MAX_SET_WER, r.json()["text"]
 
 
 @ct2
 def test_temp_dir_empty_after_all_the_errors(server):
-    assert list(server.tmp_dir.iterdir()) == []
+    assert server.request_files() == []
 
 
-# --- a server with an operator's cap, and S3 unreachable (the 500 row) -----------------------
+# --- a server with an operator's cap, and S3 unreachable ---------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -158,29 +157,60 @@ def capped():
            "AWS_MAX_ATTEMPTS": "1", "AWS_RETRY_MODE": "standard", "AWS_EC2_METADATA_DISABLED": "true"}
     with running_server("ctranslate2", env=env) as handle:
         yield handle
-        assert list(handle.tmp_dir.iterdir()) == []
+        assert handle.request_files() == []
 
 
-def test_413_only_over_the_operators_cap_and_500_with_a_logged_request_id(capped, wav):
+def _json_error(r: requests.Response, status: int, error_type: str) -> str:
+    """An error nginx answers itself (the app never saw the request, so there is no request id)."""
+    assert r.status_code == status, r.text
+    assert r.headers["Content-Type"] == "application/json"
+    error = r.json()["error"]
+    assert error["type"] == error_type, error
+    return error["message"]
+
+
+def test_413_only_over_the_operators_cap_and_502_when_s3_is_unreachable(capped, wav):
     pids = worker_pids(capped)
     big = wav * 3  # > 0.2 MB
     assert len(wav) < 200_000 < len(big)
-    assert "WHISPER_MAX_BODY_MB" in error_of(invoke(capped.url, big, {"Content-Type": "audio/wav"}),
-                                             413, "PayloadTooLarge")
-    r = invoke(capped.url, files={"file": ("a.wav", big, "audio/wav")})
-    assert r.status_code == 413 and r.json()["error"]["type"] in ("PayloadTooLarge", "RequestEntityTooLarge")
+    assert "WHISPER_MAX_BODY_MB" in _json_error(invoke(capped.url, big, {"Content-Type": "audio/wav"}),
+                                                413, "PayloadTooLarge")
+    assert "WHISPER_MAX_BODY_MB" in _json_error(invoke(capped.url, files={"file": ("a.wav", big, "audio/wav")}),
+                                                413, "PayloadTooLarge")
     payload = json.dumps({"audio": base64.b64encode(big).decode()}).encode()
-    assert error_of(invoke(capped.url, payload, {"Content-Type": "application/json"}), 413, "PayloadTooLarge")
+    assert _json_error(invoke(capped.url, payload, {"Content-Type": "application/json"}), 413, "PayloadTooLarge")
     # under the cap: fine
     assert invoke(capped.url, wav, {"Content-Type": "audio/wav"}).status_code == 200
 
     r = invoke(capped.url, json={"s3_uri": "s3://bucket/clip.wav"})
-    message = error_of(r, 500, "InternalError")
-    request_id = r.headers["X-Request-Id"]
-    assert request_id in message
-    log = capped.log()
-    assert f"request {request_id} failed" in log and "Traceback" in log  # the operator can find the cause
-    assert any(request_id in ln and '"status": 500' in ln for ln in log.splitlines())
+    message = error_of(r, 502, "UpstreamUnavailable")
+    assert "S3 could not be reached" in message and "s3://bucket/clip.wav" in message
 
     assert requests.get(capped.url + "/ping", timeout=2).status_code == 200
     assert worker_pids(capped) == pids
+
+
+def test_500_carries_a_request_id_that_the_log_explains(tmp_path, caplog):
+    """Anything unexpected: a 500 whose message gives the request id, logged with the traceback."""
+    from serve.http.app import create_app
+    from serve.settings import Settings
+
+    class Broken:
+        ready, concurrency, backend = True, 1, None
+
+        def require_ready(self):
+            return self
+
+        def submit(self, *args):
+            raise RuntimeError("the disk is on fire")
+
+    settings = Settings.from_env({"WHISPER_TMP_DIR": str(tmp_path)})
+    client = create_app(settings, Broken()).test_client()
+    with caplog.at_level("INFO"):
+        r = client.post("/invocations", data=b"RIFF....", headers={"Content-Type": "audio/wav"})
+    assert r.status_code == 500 and r.json["error"]["type"] == "InternalError"
+    request_id = r.headers["X-Request-Id"]
+    assert request_id in r.json["error"]["message"] and "fire" not in r.json["error"]["message"]
+    assert any(f"request {request_id} failed" in rec.getMessage() and rec.exc_info for rec in caplog.records)
+    assert any(request_id in rec.getMessage() and '"status": 500' in rec.getMessage() for rec in caplog.records)
+    assert list(tmp_path.rglob("req-*")) == [], "the request's scratch folder stayed"

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 events = logging.getLogger("serve.events")
 
 MAX_PAYLOAD_MB = 100
-"""MaxPayloadInMB for batch transform: SageMaker's own ceiling for a record."""
+"""SageMaker's ceiling for MaxConcurrentTransforms x MaxPayloadInMB in a transform job."""
 
 
 def create_app(settings: Optional[Settings] = None, runtime: Optional[Runtime] = None) -> Flask:
@@ -78,10 +78,12 @@ def create_app(settings: Optional[Settings] = None, runtime: Optional[Runtime] =
 
     @app.get("/execution-parameters")
     def execution_parameters():
+        # As many records as the workers' batches hold; SageMaker wants concurrency x payload <= 100 MB.
+        concurrent = settings.worker_count() * runtime.concurrency
         return {
-            "MaxConcurrentTransforms": settings.worker_count() * runtime.concurrency,
+            "MaxConcurrentTransforms": concurrent,
             "BatchStrategy": "SINGLE_RECORD",
-            "MaxPayloadInMB": MAX_PAYLOAD_MB,
+            "MaxPayloadInMB": max(1, MAX_PAYLOAD_MB // concurrent),
         }
 
     @app.post("/invocations")
@@ -189,7 +191,7 @@ def _streamed(runtime: Runtime, job: Job, stream_writer: StreamWriter, scratch: 
 def _record_result(record: dict, job: Job, result, extra: dict) -> None:
     processing = round(time.monotonic() - job.submitted, 3)
     record.update(audio_seconds=round(result.duration, 3), processing_seconds=processing,
-                  queued_seconds=round((job.started or job.submitted) - job.submitted, 3),
+                  queued_seconds=round((job.started or job.submitted) - job.submitted, 3), engine_call=job.first_call,
                   rtf=round(processing / result.duration, 4) if result.duration else None, **extra)
     if result.warnings:
         record["warnings"] = list(result.warnings)
