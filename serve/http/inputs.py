@@ -274,6 +274,18 @@ def download_s3(uri: Any, path: Path, max_bytes: Optional[int] = None) -> int:
 
 
 def _from_multipart(request: Request, scratch: Path) -> Invocation:
+    path = save_file_field(request, scratch)
+    fields = request.form
+    repeated = sorted({k for k in fields if len(fields.getlist(k)) > 1})
+    if repeated:
+        raise InvalidRequestError(f"form field(s) {', '.join(repeated)} given more than once; give each once")
+    options, extra = parse_options({k: fields[k] for k in fields}, source="the form fields",
+                                   extra=RESPONSE_PARAMETERS)
+    return Invocation(path, options, "multipart", path.stat().st_size, extra.get("stream", False))
+
+
+def save_file_field(request: Request, scratch: Path) -> Path:
+    """The multipart body's audio (field ``file``, ``audio``, or its only file) as ``scratch/audio``."""
     request.environ[SCRATCH_ENVIRON_KEY] = str(scratch)
     files = request.files
     if not files:
@@ -293,10 +305,4 @@ def _from_multipart(request: Request, scratch: Path) -> Invocation:
         Path(spooled).rename(path)  # already on disk in our scratch dir: no copy
     else:
         upload.save(path)
-    fields = request.form
-    repeated = sorted({k for k in fields if len(fields.getlist(k)) > 1})
-    if repeated:
-        raise InvalidRequestError(f"form field(s) {', '.join(repeated)} given more than once; give each once")
-    options, extra = parse_options({k: fields[k] for k in fields}, source="the form fields",
-                                   extra=RESPONSE_PARAMETERS)
-    return Invocation(path, options, "multipart", path.stat().st_size, extra.get("stream", False))
+    return path
