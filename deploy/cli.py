@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="auto", choices=("auto", "openai", "transformers", "ctranslate2"),
                    help="WHISPER_BACKEND (default auto: chosen from the model files)")
     p.add_argument("--chunk-length-s", type=float, help="WHISPER_CHUNK_LENGTH_S")
-    p.add_argument("--batch-size", type=int, help="WHISPER_BATCH_SIZE")
+    p.add_argument("--max-batch", type=int, help="WHISPER_MAX_BATCH (windows per engine call)")
     p.add_argument("--language", help="WHISPER_LANGUAGE default language (e.g. en)")
     p.add_argument("--compute-type", help="WHISPER_COMPUTE_TYPE (float16, int8_float16, ...)")
     p.add_argument("--workers", type=int, help="SAGEMAKER_MODEL_SERVER_WORKERS")
@@ -208,7 +208,7 @@ def run(args, ex: Executor) -> None:
     elif cmd == "create-model":
         env = rq.model_environment(
             backend=args.backend, model_data=bool(args.model_data), chunk_length_s=args.chunk_length_s,
-            batch_size=args.batch_size, language=args.language, compute_type=args.compute_type,
+            max_batch=args.max_batch, language=args.language, compute_type=args.compute_type,
             workers=args.workers, timeout_s=args.server_timeout, extra=dict(args.env))
         result(flows.create_model(ex, rq.create_model(args.name, args.image, args.role, env, args.model_data)))
     elif cmd == "realtime":

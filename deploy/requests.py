@@ -90,7 +90,7 @@ def model_environment(
     backend: str = "auto",
     model_data: bool = False,
     chunk_length_s: Optional[float] = None,
-    batch_size: Optional[int] = None,
+    max_batch: Optional[int] = None,
     language: Optional[str] = None,
     compute_type: Optional[str] = None,
     workers: Optional[int] = None,
@@ -107,7 +107,7 @@ def model_environment(
         env["WHISPER_MODEL_DIR"] = "/opt/ml/model"
     optional = {
         "WHISPER_CHUNK_LENGTH_S": chunk_length_s,
-        "WHISPER_BATCH_SIZE": batch_size,
+        "WHISPER_MAX_BATCH": max_batch,
         "WHISPER_LANGUAGE": language,
         "WHISPER_COMPUTE_TYPE": compute_type,
         "SAGEMAKER_MODEL_SERVER_WORKERS": workers,

@@ -201,6 +201,12 @@ class Settings:
         if (v := get("WHISPER_LOG_LEVEL")) is not None:
             kwargs["log_level"] = v.strip().lower()
 
+        if get("WHISPER_BATCH_SIZE") is not None:
+            raise InvalidParameterError("WHISPER_BATCH_SIZE is retired: the server batches windows of all concurrent "
+                                        "requests itself; set WHISPER_MAX_BATCH to bound an engine call")
+        if (v := get("HF_TASK")) is not None and v != "automatic-speech-recognition":
+            raise InvalidParameterError(f"HF_TASK={v}: this container serves automatic-speech-recognition only")
+
         defaults = TranscribeOptions()
         for name in TranscribeOptions.names():
             variable = f"WHISPER_{name.upper()}"

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from serve import artifacts, convert
-from serve.artifacts import Layout, detect_layout, layout_for_backend
+from serve.models import artifacts, cli, convert
+from serve.models.artifacts import Layout, detect_layout, layout_for_backend
 from serve.errors import ArtifactError
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -168,7 +168,7 @@ def test_truncated_model_bin(tmp_path, ct2_dir):
 
 def test_backend_mismatch_says_how_to_convert(ct2_dir, hf_dir):
     with pytest.raises(ArtifactError, match=r"WHISPER_BACKEND=openai but .* holds a ctranslate2 model "
-                                            r"\(model.bin\); run `python -m serve.artifacts import"):
+                                            r"\(model.bin\); run `whisper-artifacts import"):
         layout_for_backend(ct2_dir, "openai")
     with pytest.raises(ArtifactError, match=r"WHISPER_BACKEND=ctranslate2 but .* holds a transformers "
                                             r"model \(model.safetensors\)"):
@@ -180,12 +180,12 @@ def test_backend_mismatch_says_how_to_convert(ct2_dir, hf_dir):
 
 def test_package_then_inspect_round_trip(tmp_path, ct2_dir, capsys):
     archive = tmp_path / "model.tar.gz"
-    assert artifacts.main(["package", str(ct2_dir), "--out", str(archive)]) == 0
+    assert cli.main(["package", str(ct2_dir), "--out", str(archive)]) == 0
     with tarfile.open(archive) as tar:
         names = sorted(tar.getnames())
     assert names == sorted(p.name for p in ct2_dir.iterdir())  # at the root, no leading folder
     capsys.readouterr()
-    assert artifacts.main(["inspect", str(archive)]) == 0
+    assert cli.main(["inspect", str(archive)]) == 0
     out = capsys.readouterr().out
     assert "model at the archive root" in out
     assert "backend:  ctranslate2" in out and "model:    tiny.en" in out and "n_vocab=51864" in out
@@ -197,30 +197,30 @@ def test_package_then_inspect_round_trip(tmp_path, ct2_dir, capsys):
 
 
 def test_package_openai_keeps_alignment_heads(tmp_path, openai_dir):
-    layout, names = artifacts.package(openai_dir, tmp_path / "m.tar.gz")
+    layout, names = cli.package(openai_dir, tmp_path / "m.tar.gz")
     assert layout.backend == "openai"
     assert sorted(names) == ["alignment_heads.json", "tiny.en.pt"]
 
 
 def test_cli_import_to_openai(tmp_path, ct2_dir, capsys):
     out = tmp_path / "imported"
-    assert artifacts.main(["import", str(ct2_dir), "--to", "openai", "--out", str(out), "--dtype", "float16"]) == 0
+    assert cli.main(["import", str(ct2_dir), "--to", "openai", "--out", str(out), "--dtype", "float16"]) == 0
     assert "backend:  openai" in capsys.readouterr().out
     assert (out / "tiny.en.pt").is_file() and (out / "alignment_heads.json").is_file()
 
 
 def test_cli_errors_exit_non_zero_with_the_message(tmp_path, capsys, hf_dir):
     (tmp_path / "foo.txt").write_text("")
-    assert artifacts.main(["inspect", str(tmp_path)]) == 1
+    assert cli.main(["inspect", str(tmp_path)]) == 1
     assert "holds no model: found foo.txt" in capsys.readouterr().err
-    assert artifacts.main(["import", str(hf_dir), "--to", "openai", "--out", str(tmp_path / "x")]) == 1
+    assert cli.main(["import", str(hf_dir), "--to", "openai", "--out", str(tmp_path / "x")]) == 1
     assert "not a CTranslate2 model directory (it holds a transformers model)" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
-        artifacts.main(["save", "tiny.en", "--out", str(tmp_path)])  # --backend is required
+        cli.main(["save", "tiny.en", "--out", str(tmp_path)])  # --backend is required
     assert exit_info.value.code == 2
 
 
 def test_cli_save_offline_fails_clearly(tmp_path, capsys):
-    assert artifacts.main(["save", "tiny.en", "--backend", "ctranslate2", "--out", str(tmp_path / "s")]) == 1
+    assert cli.main(["save", "tiny.en", "--backend", "ctranslate2", "--out", str(tmp_path / "s")]) == 1
     err = capsys.readouterr().err
     assert "could not download 'tiny.en' for ctranslate2" in err and "network" in err

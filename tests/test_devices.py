@@ -99,4 +99,4 @@ def test_cpu_defaults_to_one_worker_and_splits_cores_when_more(monkeypatch):
     worker = _fork(conf, server)
     conf.post_fork(server, worker)
     assert os.environ["WHISPER_CPU_THREADS"] == str(max(1, len(os.sched_getaffinity(0)) // 2))
-    assert conf.timeout == 3600 and conf.graceful_timeout == 30
+    assert conf.timeout == 3600 and conf.graceful_timeout == 25

@@ -7,8 +7,9 @@ import json
 import pytest
 
 from serve.errors import NotAcceptableError
-from serve.formats import SUPPORTED, format_timestamp, writer_for_accept
-from serve.transcription import Segment, Transcription, Word
+from serve.http.errors import status_of
+from serve.http.formats import SUPPORTED, format_timestamp, writer_for_accept
+from serve.core.results import Segment, Transcription, Word
 
 RESULT = Transcription(
     text=" Hello there. General Kenobi!",
@@ -111,6 +112,6 @@ def test_accept_negotiation(accept, expected):
 def test_unsupported_accept_is_406_listing_every_supported_type(accept):
     with pytest.raises(NotAcceptableError) as info:
         writer_for_accept(accept)
-    assert info.value.status_code == 406
+    assert status_of(info.value) == 406
     for mimetype in SUPPORTED:
         assert mimetype in info.value.message

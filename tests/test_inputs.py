@@ -1,4 +1,4 @@
-"""Request bodies -> an audio file + options (serve/inputs.py), in-process, no model.
+"""Request bodies -> an audio file + options (serve/http/inputs.py), in-process, no model.
 
 The end-to-end versions of these run against the real server in
 test_server_inputs.py; these pin down the edge cases cheaply.
@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 from flask import Flask, request
 
-from serve import inputs
 from serve.errors import WhisperServeError
-from serve.inputs import ScratchDir, ScratchRequest, read_invocation
+from serve.http import inputs
+from serve.http.errors import status_of
+from serve.http.inputs import ScratchDir, ScratchRequest, read_invocation
 
 AUDIO = bytes(range(256)) * 4000  # 1 MB: bigger than werkzeug's 500 kB in-memory form limit
 SHA = hashlib.sha256(AUDIO).hexdigest()
@@ -46,7 +47,7 @@ def client_for(scratch_root):
                             "options": {k: list(v) if isinstance(v, tuple) else v for k, v in inv.options.set_options().items()},
                             "in_scratch": inv.path.parent == scratch.path, "files": sorted(os.listdir(scratch.path))}
             except WhisperServeError as exc:
-                return {"type": exc.error_type, "message": exc.message}, exc.status_code
+                return {"type": exc.error_type, "message": exc.message}, status_of(exc)
 
         return app.test_client()
 

@@ -1,0 +1,92 @@
+"""Cutting a request's audio into windows: bounded, complete, timed back to the request's audio."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from serve.core.audio import SAMPLE_RATE, AudioFile, decode_to_file
+from serve.core.options import BUILT_IN, Capabilities, TranscribeOptions, resolve
+from serve.core.segments import MAX_GAP_S, Piece, Window, join, quietest, windows
+from tests import speech
+
+CAPABILITIES = Capabilities("test", "tiny.en", True, {n: None for n in TranscribeOptions.names()}, {})
+
+
+def options(**values):
+    return resolve(TranscribeOptions(**values), BUILT_IN, CAPABILITIES)
+
+
+@pytest.fixture(scope="module")
+def long_audio(long_clip, tmp_path_factory) -> AudioFile:
+    return decode_to_file(long_clip.path, AudioFile(tmp_path_factory.mktemp("pcm") / "audio.pcm"))
+
+
+def _covered(ws: list[Window]) -> list[tuple[int, int]]:
+    return [(p.start, p.end) for w in ws for p in w.pieces]
+
+
+def test_vad_windows_are_bounded_and_cover_the_speech(long_clip, long_audio):
+    ws = list(windows(long_audio, options(), 600))
+    assert all(w.length <= 30 * SAMPLE_RATE for w in ws)
+    spans = _covered(ws)
+    assert spans == sorted(spans) and all(a < b for a, b in spans)
+    assert all(b1 <= a2 for (_, b1), (a2, _) in zip(spans, spans[1:])), "no audio is decoded twice"
+    covered = np.zeros(long_audio.samples, dtype=bool)
+    for a, b in spans:
+        covered[a:b] = True
+    for start, end in speech.speech_stretches(long_clip.path):
+        part = covered[int(start * SAMPLE_RATE):int(end * SAMPLE_RATE)]
+        assert part.mean() > 0.95, f"speech at {start}-{end} s is left out of the windows"
+
+
+def test_without_vad_windows_are_consecutive_and_cut_in_pauses(long_audio):
+    ws = list(windows(long_audio, options(vad_filter=False), 600))
+    spans = _covered(ws)
+    assert spans[0][0] == 0 and spans[-1][1] == long_audio.samples
+    assert all(b == a for (_, b), (a, _) in zip(spans, spans[1:])), "every sample, once"
+    assert all(w.length <= 30 * SAMPLE_RATE for w in ws)
+    samples = long_audio.read(0, long_audio.samples)
+    for _, cut in spans[:-1]:
+        assert np.abs(samples[cut - 160:cut + 160]).max() < 0.05, "a cut fell inside a word"
+
+
+def test_chunk_length_bounds_the_windows(long_audio):
+    assert all(w.length <= 10 * SAMPLE_RATE for w in windows(long_audio, options(chunk_length_s=10), 600))
+
+
+def test_sequential_windows_are_long_and_contiguous(long_audio):
+    ws = list(windows(long_audio, options(condition_on_previous_text=True, vad_filter=False), 60))
+    assert len(ws) >= 3 and all(len(w.pieces) == 1 and w.length <= 60 * SAMPLE_RATE for w in ws)
+
+
+def test_silence_gives_no_window(tmp_path):
+    import wave
+
+    path = tmp_path / "silence.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(SAMPLE_RATE)
+        w.writeframes(bytes(2 * 60 * SAMPLE_RATE))
+    audio = decode_to_file(path, AudioFile(tmp_path / "audio.pcm"))
+    assert list(windows(audio, options(), 600)) == []
+
+
+def test_a_window_maps_its_times_back_and_keeps_its_rest():
+    second = SAMPLE_RATE
+    w = join([(10 * second, 12 * second), (20 * second, 25 * second)], MAX_GAP_S)  # a 8 s pause shrinks to 1 s
+    assert w.pieces == (Piece(10 * second, 12 * second, 0), Piece(20 * second, 25 * second, 3 * second))
+    assert w.length == 8 * second
+    assert w.source_time(1.0) == 11.0 and w.source_time(4.0) == 21.0
+    assert w.source_time(2.5) == 12.0, "a time in the pause maps to the end of the speech before it"
+    rest = w.after(3.5)
+    assert rest.pieces == (Piece(int(20.5 * second), 25 * second, 0),)
+    assert w.after(7.8) is None, "less than half a second left: nothing to decode again"
+
+
+def test_quietest_finds_the_pause():
+    rng = np.random.default_rng(0)
+    noise = rng.uniform(-0.5, 0.5, 30 * SAMPLE_RATE).astype(np.float32)
+    quiet_at = 27 * SAMPLE_RATE
+    noise[quiet_at: quiet_at + SAMPLE_RATE // 5] = 0.0
+    cut = quietest(noise, 5.0)
+    assert quiet_at <= cut <= quiet_at + SAMPLE_RATE // 5
