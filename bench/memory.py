@@ -1,67 +1,67 @@
-"""Peak memory of one long transcription: decoded in windows (WHISPER_WINDOW_SECONDS) vs whole.
+"""Peak memory of a worker: one long upload, then a burst of them at once, through the server.
 
-Each measurement runs in its own process, so peak RSS is its own.
+Decoded audio lives on disk (16-bit PCM in the request's scratch folder);
+the scheduler reads the 30 s windows it decodes next, so a burst of long
+uploads should cost the worker little more than one. Prints the peak
+resident memory of the gunicorn worker for 1 and for N concurrent
+requests of the same long file, and their ratio.
 
-    .venv/bin/python bench/memory.py [--minutes 20] [--backend ctranslate2] [--window 600]
+    python bench/memory.py [--minutes 20] [--burst 4] [--backend ctranslate2]
 """
 
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
-import resource
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-from tests import speech  # noqa: E402
-
-MODEL_CACHE = Path(__file__).resolve().parents[1] / ".cache" / "models"
-
-
-def _run(backend_name: str, path: str, window: float, out: mp.Queue) -> None:
-    from serve.backends import load_backend
-    from serve.settings import Settings
-    from serve.transcribe import transcribe_file
-
-    with tempfile.TemporaryDirectory() as empty:
-        settings = Settings.from_env({"WHISPER_MODEL_DIR": empty, "WHISPER_BACKEND": backend_name,
-                                      "WHISPER_CACHE_DIR": str(MODEL_CACHE), "WHISPER_DEVICE": "cpu"})
-        backend = load_backend(settings)
-        loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        t0 = time.perf_counter()
-        result = transcribe_file(backend, path, window_seconds=window)
-        out.put({"window": window, "loaded_mb": loaded, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                 "seconds": time.perf_counter() - t0, "words": len(result.text.split())})
+from bench.throughput import MODEL_CACHE, PeakMemory, post  # noqa: E402
 
 
-def main() -> None:
+def peak(server, path: Path, concurrent: int) -> tuple[float, float]:
+    memory = PeakMemory(server.process.pid)
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=concurrent) as pool:
+        list(pool.map(lambda _: post(server.url, path), range(concurrent)))
+    return memory.stop(), time.perf_counter() - started
+
+
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--minutes", type=float, default=20.5)
+    parser.add_argument("--minutes", type=float, default=20.0)
+    parser.add_argument("--burst", type=int, default=4)
     parser.add_argument("--backend", default="ctranslate2")
-    parser.add_argument("--window", type=float, default=600.0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+
+    from localmodes.server import ServerProcess
+    from tests import speech
+
     clip = speech.long_clip(args.minutes)
-    print(f"{speech.duration(clip.path):.0f} s of speech, backend {args.backend}")
-    ctx = mp.get_context("spawn")
-    rows = []
-    for window in (0.0, args.window):
-        q = ctx.Queue()
-        p = ctx.Process(target=_run, args=(args.backend, str(clip.path), window, q))
-        p.start()
-        rows.append(q.get())
-        p.join()
-        r = rows[-1]
-        label = "whole file" if not window else f"{window:.0f} s windows"
-        print(f"{label:>14}: peak RSS {r['peak_mb']:.0f} MB (model loaded: {r['loaded_mb']:.0f} MB), "
-              f"{r['seconds']:.0f} s, {r['words']} words")
-    whole, windowed = rows
-    print(f"audio-dependent memory, windowed / whole: "
-          f"{(windowed['peak_mb'] - windowed['loaded_mb']) / (whole['peak_mb'] - whole['loaded_mb']):.2f}")
+    seconds = speech.duration(clip.path)
+    with tempfile.TemporaryDirectory(prefix="bench-memory-") as scratch:
+        env = {"WHISPER_BACKEND": args.backend, "WHISPER_MODEL_DIR": str(Path(scratch) / "empty"),
+               "WHISPER_CACHE_DIR": str(MODEL_CACHE), "WHISPER_TMP_DIR": str(Path(scratch) / "tmp")}
+        server = ServerProcess(env, log_path=Path(scratch) / "server.log").start()
+        try:
+            server.wait_ready(600)
+            idle = PeakMemory(server.process.pid)
+            time.sleep(1)
+            idle_mb = idle.stop()
+            one_mb, one_s = peak(server, clip.path, 1)
+            burst_mb, burst_s = peak(server, clip.path, args.burst)
+        finally:
+            server.stop(60)
+    print(f"{args.backend}, a {seconds / 60:.1f} min file ({clip.path.stat().st_size / 1e6:.0f} MB WAV): "
+          f"worker peak RSS idle {idle_mb:.0f} MB; 1 request {one_mb:.0f} MB ({one_s:.0f} s); "
+          f"{args.burst} at once {burst_mb:.0f} MB ({burst_s:.0f} s); burst / one = x{burst_mb / one_mb:.2f}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
