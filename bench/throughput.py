@@ -4,7 +4,8 @@ For each backend, in one run:
 
 - the server (``container/serve``, over HTTP): single-request latency on short
   clips, throughput one by one and with 4 / 8 / 16 concurrent clients, the
-  long file's real-time factor, the worker's peak memory;
+  long file's real-time factor, the latency of short requests sent while the
+  long file is transcribed (p50 / p99), the worker's peak memory;
 - the raw engine on the same audio, in its own process after the server
   stopped (so neither slows the other): its own time per short clip,
   sequential and batched throughput on the short clips, sequential and
@@ -151,6 +152,7 @@ def measure_server(backend: str, manifest: dict, clients: list[int], device: str
             long = manifest["long"]
             seconds, body = post(server.url, long["path"])
             result["long_rtf"] = long["seconds"] / seconds
+            result.update(fairness(server.url, long["path"], short))
             sentences = speech.split_sentences(long["text"])
             result["long_missing"] = len(speech.missing_sentences(sentences, body["text"]))
             result["long_sentences"] = len(sentences)
@@ -159,6 +161,26 @@ def measure_server(backend: str, manifest: dict, clients: list[int], device: str
             server.stop(60)
         result["peak_rss_mb"] = result_memory
     return result
+
+
+def fairness(url: str, long_path: Path, short: list[dict]) -> dict:
+    """Short requests, one after the other, while a long one is transcribed: their p50 and p99 latency."""
+    done = threading.Event()
+    runner = threading.Thread(target=lambda: (post(url, long_path), done.set()), daemon=True)
+    runner.start()
+    time.sleep(1.0)  # the long request is uploaded and its first windows are in the engine
+    latencies = []
+    while not done.is_set() and len(latencies) < 4 * len(short):
+        seconds, _ = post(url, short[len(latencies) % len(short)]["path"])
+        if not done.is_set():
+            latencies.append(seconds)
+    runner.join()
+    latencies.sort()
+    if not latencies:
+        return {"busy_latency_ms_p50": None, "busy_latency_ms_p99": None, "busy_requests": 0}
+    return {"busy_latency_ms_p50": 1000 * statistics.median(latencies),
+            "busy_latency_ms_p99": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
+            "busy_requests": len(latencies)}
 
 
 # ---- the raw engines (in a process of their own) ------------------------------------------------
@@ -189,12 +211,7 @@ def raw_ctranslate2(manifest: dict, device: str, batch: int) -> dict:
     def batched(a):
         return "".join(s.text for s in pipeline.transcribe(a, batch_size=batch, **greedy)[0])
 
-    seq(clips[0])
-    times = []
-    for a in clips:
-        t0 = time.perf_counter()
-        seq(a)
-        times.append(time.perf_counter() - t0)
+    times = _timed_one_by_one(seq, clips)
     # batched short clips: the engine's own batched generation on stacked padded windows
     from faster_whisper.audio import pad_or_trim
     from faster_whisper.tokenizer import Tokenizer
@@ -223,12 +240,7 @@ def raw_openai(manifest: dict, device: str, batch: int) -> dict:
         return model.transcribe(a, language="en", temperature=0.0, condition_on_previous_text=False, fp16=fp16,
                                 verbose=None)["text"]
 
-    seq(clips[0])
-    times = []
-    for a in clips:
-        t0 = time.perf_counter()
-        seq(a)
-        times.append(time.perf_counter() - t0)
+    times = _timed_one_by_one(seq, clips)
     options = whisper.DecodingOptions(language="en", temperature=0.0, fp16=fp16)
     t0 = time.perf_counter()
     for i in range(0, len(clips), batch):
@@ -256,16 +268,21 @@ def raw_transformers(manifest: dict, device: str, batch: int) -> dict:
     def batched(a):
         return pipe(a.copy(), chunk_length_s=30, stride_length_s=7.5, batch_size=batch, **kwargs)["text"]
 
-    seq(clips[0])
-    times = []
-    for a in clips:
-        t0 = time.perf_counter()
-        seq(a)
-        times.append(time.perf_counter() - t0)
+    times = _timed_one_by_one(seq, clips)
     t0 = time.perf_counter()
     pipe([a.copy() for a in clips], batch_size=batch, **kwargs)
     batched_clips_s = time.perf_counter() - t0
     return _raw_result(manifest, times, batched_clips_s, long, seq, batched)
+
+
+def _timed_one_by_one(transcribe, clips) -> list[float]:
+    transcribe(clips[0])  # warm
+    times = []
+    for audio in clips:
+        t0 = time.perf_counter()
+        transcribe(audio)
+        times.append(time.perf_counter() - t0)
+    return times
 
 
 def _raw_result(manifest, times, batched_clips_s, long, seq, batched) -> dict:
@@ -312,8 +329,8 @@ def report(rows: list[dict], clients: list[int]) -> str:
     lines = ["| backend | latency median ms (engine's own) | seq RTF (raw) | "
              + " | ".join(f"{n} clients RTF, x seq" for n in clients)
              + " | raw batched clips RTF | long RTF | raw long seq / batched RTF | server long / raw batched "
-               "| long missing | peak RSS MB | WER short |",
-             "|" + "---|" * (10 + len(clients))]
+               "| long missing | short p50 / p99 ms during a long request | peak RSS MB | WER short |",
+             "|" + "---|" * (11 + len(clients))]
     for r in rows:
         s, raw = r["server"], r["raw"]
         conc = " | ".join(f"{f(s['concurrent_rtf'][n])}, x{s['concurrent_rtf'][n] / s['seq_rtf']:.2f}"
@@ -324,6 +341,7 @@ def report(rows: list[dict], clients: list[int]) -> str:
             f"{f(s['seq_rtf'])} ({f(raw['seq_rtf'])}) | {conc} | {f(raw['batched_rtf'])} | {f(s['long_rtf'])} | "
             f"{f(raw['long_seq_rtf'])} / {f(raw.get('long_batched_rtf'))} | "
             f"x{s['long_rtf'] / best_raw_long:.2f} | {s['long_missing']} of {s['long_sentences']} | "
+            f"{f(s['busy_latency_ms_p50'], 0)} / {f(s['busy_latency_ms_p99'], 0)} ({s['busy_requests']}) | "
             f"{s['peak_rss_mb']:.0f} | {s['wer_short']:.3f} |")
     return "\n".join(lines)
 
