@@ -49,6 +49,12 @@ class InvalidRequestError(WhisperServeError):
     error_type = "InvalidRequest"
 
 
+class ModelNotFoundError(InvalidParameterError):
+    """The request names a model this server does not serve (the OpenAI door's ``model``)."""
+
+    error_type = "ModelNotFound"
+
+
 class NotAcceptableError(WhisperServeError):
     """The Accept header asks for a format we cannot produce."""
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Callable, Optional
 
 from flask import Response, g
 from werkzeug.exceptions import HTTPException
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 STATUS: dict[type, int] = {
     errors.InvalidParameterError: 400,  # and UnsupportedOptionError
     errors.InvalidRequestError: 400,
+    errors.ModelNotFoundError: 404,
     errors.NotAcceptableError: 406,
     errors.PayloadTooLargeError: 413,
     errors.AudioDecodeError: 415,
@@ -59,9 +61,12 @@ def error_message(exc: BaseException) -> str:
     return f"internal error, request id {request_id}: search the endpoint's logs for it"
 
 
-def error_response(exc: BaseException) -> Response:
-    body = json.dumps({"error": {"type": error_type(exc), "message": error_message(exc)}}, ensure_ascii=False)
-    response = Response(body, status=status_of(exc), content_type="application/json")
+def error_response(exc: BaseException, body: Optional[Callable[[BaseException, int], dict]] = None) -> Response:
+    """The JSON error answer; ``body`` (exception, status) -> the error object, for another API's shape."""
+    status = status_of(exc)
+    error = body(exc, status) if body else {"type": error_type(exc), "message": error_message(exc)}
+    response = Response(json.dumps({"error": error}, ensure_ascii=False), status=status,
+                        content_type="application/json")
     retry = getattr(exc, "retry_after_s", None)
     if retry:
         response.headers["Retry-After"] = str(retry)
