@@ -1,0 +1,192 @@
+"""One request's transcription, whichever door it came in by (``/invocations`` or ``/v1/audio/...``).
+
+Each door parses its own body into an ``Invocation`` and renders its own
+shapes. What lies between is here, once: the request's scratch folder,
+submitting to the runtime, waiting within SAGEMAKER_MODEL_SERVER_TIMEOUT
+while watching for a client that left, streaming segments as they are
+decoded, and the one JSON log line every request writes.
+
+A streamed answer waits for the job's first event before it sends its
+status, so an error found before any segment (audio ffmpeg cannot decode, a
+timeout in the queue) is an ordinary HTTP error. Once a segment is out, the
+status is 200 and an error can only end the stream as its last line.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import socket
+import time
+from pathlib import Path
+from typing import Callable, Iterator, Optional, Protocol
+
+from flask import Response, g, request, stream_with_context
+
+from ..core.results import Segment, Transcription
+from ..core.runtime import Runtime
+from ..core.scheduler import Job
+from ..errors import CancelledError
+from ..settings import Settings
+from .errors import error_type, status_of
+from .inputs import Invocation, ScratchDir
+
+events_log = logging.getLogger("serve.events")
+
+
+class StreamFormat(Protocol):
+    """What a streamed answer is made of: one piece per segment, then a summary or an error."""
+
+    content_type: str
+
+    def segment(self, segment: Segment) -> str: ...
+
+    def done(self, t: Transcription, extra: dict) -> str: ...
+
+    def error(self, exc: BaseException, status: int) -> str: ...
+
+
+class Transcribing:
+    """A submitted request: its job, scratch folder, deadline and client, until its answer is complete."""
+
+    def __init__(self, runtime: Runtime, job: Job, scratch: ScratchDir, timeout: float, record: dict,
+                 invocation: Invocation):
+        self.runtime = runtime
+        self.job = job
+        self.scratch = scratch
+        self.timeout = timeout
+        self.record = record
+        self.invocation = invocation
+        self.watch = ClientWatch(request.environ)
+
+    @classmethod
+    def start(cls, settings: Settings, runtime: Runtime, record: dict,
+              read: Callable[[Path], Invocation]) -> "Transcribing":
+        """``read`` turns the body into a file in the given scratch folder; the job is then submitted.
+
+        Whatever fails here leaves nothing behind (the scratch folder is removed).
+        """
+        runtime.require_ready()
+        scratch = ScratchDir(settings.scratch_dir)
+        try:
+            invocation = read(scratch.path)
+            record.update(input=invocation.kind, body_bytes=invocation.body_bytes)
+            job = runtime.submit(invocation.path, scratch.path, invocation.options)
+        except BaseException:
+            scratch.close()
+            raise
+        remaining = settings.timeout - (time.monotonic() - g.started)
+        return cls(runtime, job, scratch, max(remaining, 1.0), record, invocation)
+
+    def events(self) -> Iterator[tuple[str, object]]:
+        """The job's events (see ``Job.events``). A reader that stops early, a timeout or a client
+        that left cancels the job's remaining work; the scratch folder goes when this ends."""
+        try:
+            yield from self.job.events(timeout=self.timeout, poll=self.watch.check)
+        except GeneratorExit:  # the reader stopped (client gone mid-stream); after "done", a no-op
+            self.runtime.scheduler.cancel(self.job)
+            raise
+        except BaseException as exc:
+            self.runtime.scheduler.cancel(self.job, exc)
+            raise
+        finally:
+            self.scratch.close()
+
+    def result(self) -> tuple[Transcription, dict]:
+        """Wait for the whole transcription (logged as a success); with ``_finish``'s fields."""
+        result = None
+        for kind, value in self.events():
+            if kind == "done":
+                result = value
+        assert isinstance(result, Transcription)
+        extra = self._finish(result)
+        log(self.record, 200)
+        return result, extra
+
+    def stream(self, writer: StreamFormat) -> Response:
+        """Segments as they are decoded, then the summary, or an error line if it fails midway."""
+        events = self.events()
+        first = next(events)  # raises the job's error while an HTTP status can still say it
+        self.record.update(stream=True, first_event_seconds=round(time.monotonic() - self.job.submitted, 3))
+
+        def body() -> Iterator[str]:
+            status = 200
+            try:
+                for kind, value in itertools.chain([first], events):
+                    if kind == "segments":
+                        yield "".join(writer.segment(s) for s in value)
+                    else:
+                        yield writer.done(value, self._finish(value))
+            except GeneratorExit:  # the client went away mid-stream
+                status = 499
+                raise
+            except Exception as exc:  # noqa: BLE001 - after the first byte, an error can only be a last line
+                status = status_of(exc)
+                self.record["error_type"] = error_type(exc)
+                yield writer.error(exc, status)
+            finally:
+                events.close()  # cancels the job if it is not done
+                log(self.record, status)
+
+        response = Response(stream_with_context(body()), status=200, content_type=writer.content_type)
+        # nginx passes each piece on as it comes (X-Accel-Buffering); no Content-Length, so the
+        # answer is sent with Transfer-Encoding: chunked, which is how SageMaker streams responses.
+        response.headers["X-Accel-Buffering"] = "no"
+        response.headers["Cache-Control"] = "no-cache"
+        return response
+
+    def _finish(self, result: Transcription) -> dict:
+        """Record the result for the log; returns what JSON answers add: who made it, and how long it took."""
+        job = self.job
+        processing = round(time.monotonic() - job.submitted, 3)
+        extra = {"backend": self.runtime.backend.name, "model": self.runtime.backend.model_name,
+                 "processing_seconds": processing}
+        # The scheduler's engine calls so far: a request whose first call (engine_call) is not above
+        # this one's was decoded, at least in part, before this transcription was complete.
+        self.record["engine_calls_at_done"] = self.runtime.scheduler.calls
+        self.record.update(
+            audio_seconds=round(result.duration, 3), processing_seconds=processing,
+            queued_seconds=round((job.started or job.submitted) - job.submitted, 3), engine_call=job.first_call,
+            rtf=round(processing / result.duration, 4) if result.duration else None,
+            backend=extra["backend"], model=extra["model"])
+        if result.warnings:
+            self.record["warnings"] = list(result.warnings)
+        return extra
+
+
+def log(record: dict, status: int) -> None:
+    """The request's one JSON line (``serve.events``), whatever its outcome."""
+    record["status"] = status
+    record["total_seconds"] = round(time.monotonic() - g.started, 3) if "started" in g else None
+    events_log.info(json.dumps(record))
+
+
+def log_failure(record: dict, exc: BaseException, response: Response) -> Response:
+    """Log a request that failed before its answer started; returns the error answer."""
+    record["error_type"] = error_type(exc)
+    log(record, response.status_code)
+    return response
+
+
+class ClientWatch:
+    """Notices a client that closed its connection while its transcription runs (so its work is dropped).
+
+    Once the body is read, nothing more comes from a client that waits for its
+    answer: a readable socket that gives zero bytes means it hung up.
+    """
+
+    def __init__(self, environ: dict):
+        self.sock: Optional[socket.socket] = environ.get("gunicorn.socket")
+
+    def check(self) -> None:
+        if self.sock is None:
+            return
+        try:
+            data = self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data == b"":
+            raise CancelledError("the client closed the connection before the answer")
