@@ -26,8 +26,7 @@ image: setup
 	./local_test/image.sh build
 
 bench: setup
-	.venv/bin/python bench/engines.py
-	.venv/bin/python bench/server_latency.py
+	.venv/bin/python bench/throughput.py
 	.venv/bin/python bench/memory.py
 
 lint: setup
