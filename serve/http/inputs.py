@@ -4,7 +4,8 @@ Three body kinds, chosen by Content-Type because they are structural:
 
 - ``application/json`` (also JSON Lines, for batch transform): ``{"audio":
   "<base64>"}`` or ``{"s3_uri": "s3://bucket/key"}``, parameters at the top
-  level or under ``"parameters"``.
+  level or under ``"parameters"``. A key given twice is refused, as in the
+  custom attributes header (the parser would silently keep the last one).
 - ``multipart/form-data``: a file field (``file``, ``audio``, or the only one)
   plus parameter fields.
 - anything else (audio/*, video/*, application/octet-stream, audio/x-audio,
@@ -157,11 +158,11 @@ def _from_json(request: Request, scratch: Path, max_body_bytes: Optional[int]) -
     _stream_to_file(request.stream, body_path, max_body_bytes, request.content_length)
     try:
         with open(body_path, "rb") as f:
-            document = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidRequestError(f"the body is not valid JSON: {exc}") from None
+            document = json.load(f, object_pairs_hook=_unique_keys)
     except RecursionError:
         raise InvalidRequestError("the JSON body is nested too deeply to be a request") from None
+    except ValueError as exc:  # bad JSON, bad UTF-8, an integer of more than 4300 digits
+        raise InvalidRequestError(f"the body is not valid JSON: {exc}") from None
     finally:
         body_path.unlink(missing_ok=True)
     if not isinstance(document, dict):
@@ -182,6 +183,16 @@ def _from_json(request: Request, scratch: Path, max_body_bytes: Optional[int]) -
     del document  # the decoded audio goes to disk; don't keep the document alive meanwhile
     size = _write_base64(encoded, path)
     return Invocation(path, options, "json-base64", size, stream)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """A JSON object whose keys are all distinct: a key given twice would silently keep one value."""
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        seen: set[str] = set()
+        repeated = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise InvalidRequestError(f"the JSON body gives {repeated!r} more than once; give each key once")
+    return document
 
 
 def _json_options(document: dict, exclude: set[str]) -> tuple[TranscribeOptions, dict]:
