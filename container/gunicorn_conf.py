@@ -18,9 +18,12 @@ Read by ``container/serve`` in the gunicorn master, before any worker forks.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
+
+import gunicorn.util
 
 from serve.http.app import worker_scratch
 from serve.settings import Settings
@@ -39,9 +42,12 @@ worker_connections = settings.server_threads + 8  # nginx bounds what reaches a 
 timeout = settings.timeout
 graceful_timeout = 25  # SageMaker allows 30 s between SIGTERM and SIGKILL; leave room to exit
 preload_app = False
-# nginx refuses (as JSON) request lines over 8 kB and headers over 8 kB; above its limits, so these never answer
+# nginx refuses (as JSON) request lines over 8 kB and headers over 8 kB, and holds at most 32 kB of
+# headers in all; gunicorn's limits are above nginx's, so they never answer (its default of 100
+# header fields answered 431 to a valid request with 300 short headers)
 limit_request_line = 16384
 limit_request_field_size = 32768
+limit_request_fields = 32768
 accesslog = None
 errorlog = "-"
 loglevel = settings.log_level
@@ -67,6 +73,28 @@ logconfig_dict = {
         "serve.events": {"level": "INFO", "handlers": ["events"], "propagate": False},
     },
 }
+
+
+_GUNICORN_ERROR_TYPES = {400: "InvalidRequest", 414: "URITooLong", 431: "RequestHeaderFieldsTooLarge",
+                         500: "InternalError", 501: "NotImplemented"}
+
+
+def _json_error(sock, status_int, reason, mesg):
+    """gunicorn's own error answers (a request its parser refuses) as JSON, like every other error.
+
+    gunicorn writes these itself, before any application code runs, as an
+    HTML page; nginx refuses most malformed requests first, but a few reach
+    gunicorn (a request line with bytes that are not ASCII, for one).
+    """
+    kind = _GUNICORN_ERROR_TYPES.get(status_int) or "".join(reason.title().split())
+    message = f"{mesg or reason}; nothing was transcribed" if status_int < 500 else "the server failed; see its logs"
+    body = json.dumps({"error": {"type": kind, "message": message}}) + "\n"
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n")
+    gunicorn.util.write_nonblock(sock, (head + body).encode("latin-1"))
+
+
+gunicorn.util.write_error = _json_error  # the workers are forked from this process: they inherit it
 
 
 def child_exit(server, worker):
