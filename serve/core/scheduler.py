@@ -397,7 +397,7 @@ class Scheduler:
                 last = n == len(options.temperatures) - 1
                 if _needs_fallback(d) and not last and len(packs[i]) == 1:
                     retry.append(i)
-            pending = retry
+            pending = [i for i in retry if not packs[i][0].job.cancelled.is_set()]  # a given-up request: no retry
             if not pending:
                 break
         for pack, audio, d in zip(packs, arrays, best):
