@@ -4,9 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# tool:Debian package. nginx fronts gunicorn in container/serve (it lives in /usr/sbin, often off PATH).
 need_apt=()
-for tool in ffmpeg espeak-ng; do
-  command -v "$tool" >/dev/null 2>&1 || need_apt+=("$tool")
+for pair in ffmpeg:ffmpeg espeak-ng:espeak-ng nginx:nginx-light; do
+  tool=${pair%%:*}
+  command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || need_apt+=("${pair#*:}")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo_cmd=()
