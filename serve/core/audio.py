@@ -184,22 +184,66 @@ def _reason(lines: list[str], source: Path) -> str:
 
 def _warnings(lines: list[str], source: Path, audio: AudioFile) -> list[str]:
     """The decoder's own complaints, and a file that ends before its declared length."""
+    wav, wav_seconds = _wav_header(source)
     found: list[str] = []
     for line in lines:
         if ("[warning]" in line or "[error]" in line) and not any(b in line for b in _BENIGN):
+            if wav and any(b in line for b in _WAV_END):
+                continue  # said below from the header, where it says anything
             text = _clean(line, source)
             if text not in found:
                 found.append(text)
     estimated = any("Estimating duration from bitrate" in ln for ln in lines)
-    if audio.declared_seconds and not estimated:
-        missing = audio.declared_seconds - audio.seconds
-        if missing > max(0.5, 0.02 * audio.declared_seconds):
-            found.insert(0, f"the input ends early: it declares {audio.declared_seconds:.1f} s and "
+    declared = wav_seconds if wav_seconds is not None else None if estimated else audio.declared_seconds
+    if declared:
+        missing = declared - audio.seconds
+        if missing > max(0.5, 0.02 * declared):
+            found.insert(0, f"the input ends early: it declares {declared:.1f} s and "
                             f"{audio.seconds:.1f} s could be decoded (a cut or incomplete file?)")
+    if _ogg_unended(source):  # an Ogg file's length is that of its last page: a cut one declares what it holds
+        found.insert(0, "the input ends early: its last Ogg page does not end the stream (a cut or incomplete file?)")
     if found:
         found = found[:_MAX_WARNINGS] + ([f"... and {len(found) - _MAX_WARNINGS} more decoder messages"]
                                          if len(found) > _MAX_WARNINGS else [])
     return found
+
+
+_WAV_END = ("Packet corrupt", "corrupt input packet", "Ignoring maximum wav data size")
+"""What ffmpeg says of any WAV whose data ends before its header's size, a streamed WAV's
+"unknown" size (0xFFFFFFFF) included: noise on a whole file, a riddle on a cut one."""
+
+
+def _wav_header(source: Path) -> tuple[bool, Optional[float]]:
+    """Whether ``source`` is a WAV file, and its length by its header (ffmpeg estimates it from the file's size).
+
+    The length is None when the header does not say: a WAV written to a pipe
+    has a data size of 0 or 0xFFFFFFFF.
+    """
+    with open(source, "rb") as f:
+        head = f.read(4096)
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return False, None
+    at, byte_rate = 12, 0
+    while at + 8 <= len(head):
+        chunk, size = head[at:at + 4], int.from_bytes(head[at + 4:at + 8], "little")
+        if chunk == b"fmt " and at + 20 <= len(head):
+            byte_rate = int.from_bytes(head[at + 16:at + 20], "little")
+        if chunk == b"data":
+            return True, size / byte_rate if byte_rate and size not in (0, 0xFFFFFFFF) else None
+        at += 8 + size + (size & 1)
+    return True, None
+
+
+def _ogg_unended(source: Path) -> bool:
+    """An Ogg file (opus, vorbis) whose last page lacks the end-of-stream flag: cut (ffmpeg says nothing)."""
+    with open(source, "rb") as f:
+        if f.read(4) != b"OggS":
+            return False
+        f.seek(0, 2)
+        f.seek(max(0, f.tell() - 65536))
+        tail = f.read()
+    last = tail.rfind(b"OggS")
+    return last >= 0 and len(tail) > last + 5 and not tail[last + 5] & 0x04
 
 
 def decode(path: Path | str, scratch: Optional[Path] = None) -> np.ndarray:
