@@ -94,8 +94,9 @@ class Settings:
     """WHISPER_BIND_HOST: the address the server listens on (local runs and tests use 127.0.0.1)."""
 
     client_timeout: int = 60
-    """WHISPER_CLIENT_TIMEOUT_S: a client silent this long while sending its request is answered 408
-    and dropped (nginx holds slow uploads, never a worker thread)."""
+    """WHISPER_CLIENT_TIMEOUT_S: a client silent this long mid-body, or slower than this to send all its
+    headers, is dropped: nginx closes the connection without an answer (it logs 408, never sends it) and
+    nothing reaches gunicorn. nginx holds slow uploads, never a worker thread."""
 
     server_threads: int = 64
     """WHISPER_SERVER_THREADS: connection threads per worker. Each in-flight request holds
