@@ -1,4 +1,4 @@
-"""The SageMaker contract: /ping, /invocations, /execution-parameters.
+"""The SageMaker contract: /ping, /invocations, /execution-parameters (and OpenAI's audio API, ``openai_api``).
 
 ``create_app()`` is the gunicorn entry point (``serve.http.app:create_app()``),
 called once in each worker after the fork: it starts that worker's model
@@ -7,7 +7,7 @@ loading in the background (``core.runtime.Runtime``) and returns at once.
 An /invocations request: the body goes to a scratch folder (``inputs``), the
 runtime resolves its options and hands it to the scheduler, and the answer is
 rendered in the format the Accept header asks for (``formats``), whole or
-streamed segment by segment (``jobs``). Errors
+streamed segment by segment (``jobs``, shared with the OpenAI routes). Errors
 are JSON (``errors``). Every request, whatever its outcome, writes one JSON
 line to stdout (``serve.events``) and returns its id in ``X-Request-Id``.
 """
@@ -27,6 +27,7 @@ from flask import Flask, Response, g, request
 
 from ..core.runtime import Runtime
 from ..settings import Settings
+from . import openai_api
 from .errors import error_response
 from .formats import SSE_MARKER, StreamWriter, stream_writer, writer_for_accept
 from .inputs import Invocation, ScratchRequest, read_invocation
@@ -91,8 +92,12 @@ def create_app(settings: Optional[Settings] = None, runtime: Optional[Runtime] =
         except Exception as exc:  # noqa: BLE001 - every failure becomes a JSON answer; the worker lives on
             return log_failure(record, exc, error_response(exc))
 
+    app.register_blueprint(openai_api.blueprint(settings, runtime, cap))
+
     @app.errorhandler(Exception)
     def _any_error(exc: Exception):
+        if request.path.startswith("/v1/"):  # unknown /v1 routes and methods too: OpenAI's error shape
+            return openai_api.error_response(exc)
         return error_response(exc)
 
     return app
