@@ -92,7 +92,7 @@ def create_app(settings: Optional[Settings] = None, runtime: Optional[Runtime] =
         except Exception as exc:  # noqa: BLE001 - every failure becomes a JSON answer; the worker lives on
             return log_failure(record, exc, error_response(exc))
 
-    app.register_blueprint(openai_api.blueprint(settings, runtime, cap))
+    app.register_blueprint(openai_api.blueprint(settings, runtime))  # bodies capped by MAX_CONTENT_LENGTH
 
     @app.errorhandler(Exception)
     def _any_error(exc: Exception):

@@ -30,7 +30,6 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 from flask import Blueprint, Response, g, request
 from werkzeug.datastructures import MultiDict
@@ -83,7 +82,7 @@ class Asked:
     stream: bool
 
 
-def blueprint(settings: Settings, runtime: Runtime, cap: Optional[int]) -> Blueprint:
+def blueprint(settings: Settings, runtime: Runtime) -> Blueprint:
     bp = Blueprint("openai", __name__, url_prefix="/v1")
     created = int(time.time())
 
@@ -98,8 +97,7 @@ def blueprint(settings: Settings, runtime: Runtime, cap: Optional[int]) -> Bluep
     @bp.get("/models")
     def models():
         backend = runtime.require_ready()
-        return {"object": "list", "data": [{"id": backend.model_name, "object": "model",
-                                            "created": created,
+        return {"object": "list", "data": [{"id": backend.model_name, "object": "model", "created": created,
                                             "owned_by": "whisper-sagemaker"}]}
 
     @bp.after_request
@@ -146,26 +144,26 @@ def parse_form(form: MultiDict, route: Route, runtime: Runtime) -> tuple[Transcr
     for name in form:
         if name not in known:
             raise FieldError(f"unknown parameter {name!r} for {request.path}; known parameters: "
-                                        f"{', '.join(known)}", param=name)
+                             f"{', '.join(known)}", param=name)
         if len(form.getlist(name)) > 1 and not name.endswith("[]"):
             raise FieldError(f"parameter {name!r} is given more than once", param=name)
     _check_model(form.get("model", ""), runtime)
     response_format = form.get("response_format", "json").strip().lower()
     if response_format not in FORMATS:
         raise FieldError(f"response_format must be one of {', '.join(FORMATS)}, got {response_format!r}",
-                                    param="response_format")
+                         param="response_format")
     granularities = tuple(x.strip().lower() for x in form.getlist("timestamp_granularities[]"))
     for item in granularities:
         if item not in GRANULARITIES:
             raise FieldError(f"timestamp_granularities[] takes {' and '.join(GRANULARITIES)}, "
-                                        f"got {item!r}", param="timestamp_granularities")
+                             f"got {item!r}", param="timestamp_granularities")
     if "word" in granularities and response_format != "verbose_json":
         raise FieldError("timestamp_granularities[]=word needs response_format=verbose_json",
-                                    param="timestamp_granularities")
+                         param="timestamp_granularities")
     stream = as_bool("stream", form["stream"]) if "stream" in form else False
     if stream and response_format not in ("json", "text"):
         raise FieldError("stream=true answers with transcript.text.delta events; it takes "
-                                    f"response_format json or text, not {response_format}", param="response_format")
+                         f"response_format json or text, not {response_format}", param="response_format")
 
     values: dict = {"task": route.task}
     if "language" in form:
