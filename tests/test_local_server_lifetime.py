@@ -62,8 +62,9 @@ def test_serve_local_listens_on_the_port_asked_for(tmp_path, ports):
     expected, other = (bind, port) if "SAGEMAKER_BIND_TO_PORT" in extra else (port, bind)
     log = tmp_path / "serve_local.log"
     with open(log, "wb") as out:
-        process = subprocess.Popen([str(ROOT / "local_test" / "serve_local.sh")], cwd=ROOT, env=local_env(tmp_path, **extra),
-                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen([str(ROOT / "local_test" / "serve_local.sh")], cwd=ROOT,
+                                   env=local_env(tmp_path, **extra), stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
     try:
         wait_for(f"http://127.0.0.1:{expected}/ping", process)
         assert not listening(other)

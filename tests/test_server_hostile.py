@@ -167,8 +167,8 @@ PROTOCOL = [
     ("bare-CR", b"GET /ping HTTP/1.1\r" + H + b"\r\n", 400, "InvalidRequest", "malformed"),
     ("content-length-and-chunked", b"POST /invocations HTTP/1.1\r\n" + H +
      b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, "InvalidRequest", "malformed"),
-    ("bad-chunk-size", b"POST /invocations HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
-     400, "InvalidRequest", "malformed"),
+    ("bad-chunk-size", b"POST /invocations HTTP/1.1\r\n" + H +
+     b"Transfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n", 400, "InvalidRequest", "malformed"),
     ("chunk-size-overflow", b"POST /invocations HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n"
      + b"f" * 20 + b"\r\nabc\r\n0\r\n\r\n", 400, "InvalidRequest", "malformed"),
     ("two-content-lengths", b"POST /invocations HTTP/1.1\r\n" + H + b"Content-Length: 1\r\nContent-Length: 2\r\n\r\nab",
