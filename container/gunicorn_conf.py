@@ -14,6 +14,8 @@ Read by ``container/serve`` in the gunicorn master, before any worker forks.
   async inference allows); SIGTERM drains in-flight requests for 25 s; those left get a 503.
 - Logs go to stdout; gunicorn's access log is off in favour of the app's
   one structured JSON line per invocation.
+- The few malformed requests nginx passes on and gunicorn's parser refuses
+  are answered in JSON, like every other error (``_json_error``).
 """
 
 from __future__ import annotations
