@@ -219,6 +219,14 @@ def test_300_headers_reach_the_app(unharmed):
     assert_json_error(exchange(unharmed, data), 400, "InvalidRequest", "audio is empty")
 
 
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_ping_is_not_labelled_html(unharmed, method):
+    """No answer from our port is HTML: an empty 200 included (Flask labels a bare response text/html)."""
+    r = requests.request(method, unharmed.url + "/ping", timeout=PING_BUDGET_S)
+    assert r.status_code == 200 and r.content == b""
+    assert not r.headers.get("Content-Type", "").startswith("text/html"), r.headers
+
+
 def test_CRLF_in_the_path_is_HTTP_0_9_and_gets_the_apps_JSON_404(unharmed):
     """'GET /pi' then CRLF: nginx reads an HTTP/0.9 request, whose answer has no status line: the body alone."""
     reply = exchange(unharmed, b"GET /pi\r\nng HTTP/1.1\r\n" + H + b"\r\n")

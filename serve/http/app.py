@@ -66,12 +66,12 @@ def create_app(settings: Optional[Settings] = None, runtime: Optional[Runtime] =
     @app.get("/ping")
     def ping():
         if runtime.ready:
-            return Response(status=200)
+            return Response(status=200, mimetype="text/plain")  # empty; Flask's default label is text/html
         try:
             runtime.require_ready()
         except Exception as exc:  # noqa: BLE001 - the reason, as JSON
             return error_response(exc)
-        return Response(status=200)  # pragma: no cover - became ready meanwhile
+        return Response(status=200, mimetype="text/plain")  # pragma: no cover - became ready meanwhile
 
     @app.get("/execution-parameters")
     def execution_parameters():
