@@ -10,8 +10,9 @@ from serve.errors import UnsupportedOptionError
 from tests import speech
 from tests.conftest import BACKEND_NAMES
 
-MAX_CORPUS_WER = 0.25
-"""tiny.en on espeak-ng's synthetic voices; measured 0.12-0.18: the Caribbean and RP voices are hard for tiny.en."""
+MAX_CORPUS_WER = speech.MAX_SET_WER
+"""tiny.en on espeak-ng's synthetic voices (the Caribbean and RP voices are hard for it); tests/speech.py
+says what the bound rests on."""
 
 
 def test_every_backend_declares_every_option():
@@ -73,7 +74,7 @@ def test_word_timestamps(engine, corpus):
     words = result.words
     assert words, f"{engine.name} returned no words"
     assert speech.normalize(" ".join(w.word for w in words)) == speech.normalize(result.text)
-    assert speech.wer([clip.text], [result.text]) < 0.35
+    assert speech.wer([clip.text], [result.text]) <= speech.MAX_CLIP_WER
     for w in words:
         assert 0 <= w.start <= w.end <= result.duration + 0.5
         assert type(w.start) is float and type(w.end) is float
@@ -133,7 +134,7 @@ def test_explicit_english_is_fine(engine, corpus):
 def test_beam_search_and_temperature_fallback(named_engine, corpus, name):
     clip = corpus[3]
     result = named_engine(name).transcribe(clip.path, beam_size=3, temperature=(0.0, 0.4))
-    assert speech.wer([clip.text], [result.text]) < 0.3
+    assert speech.wer([clip.text], [result.text]) <= speech.MAX_CLIP_WER
 
 
 @pytest.mark.parametrize("name", ["openai", "ctranslate2"])
