@@ -56,7 +56,7 @@ def test_packed_clips_keep_their_own_words(named_engine, corpus, tmp_path, name)
     results = _together(engine, corpus, tmp_path)
     assert engine.scheduler.calls - before <= 4, "16 short clips should share a few packed engine calls"
     refs = [clip.text for clip in corpus]
-    assert speech.wer(refs, [r.text for r in results]) < 0.25
+    assert speech.wer(refs, [r.text for r in results]) <= speech.MAX_SET_WER
     for i, result in enumerate(results):
         # a neighbour's words in this transcript would come as a phrase (a segment given to the wrong request)
         own = _trigrams(refs[i])
@@ -154,7 +154,7 @@ def test_openai_keeps_float32_weights_under_float16_compute(corpus):
     clip = corpus[2]
     options = DecodeOptions("en", "transcribe", None, (0.0,), 1, True)
     [decoded] = backend.decode([decode(clip.path)], options, 0.0)
-    assert speech.wer([clip.text], ["".join(s.text for s in decoded.segments)]) < 0.35
+    assert speech.wer([clip.text], ["".join(s.text for s in decoded.segments)]) <= speech.MAX_CLIP_WER
     assert decoded.segments[0].words
 
 
