@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from serve.backends import choose_artifact
-from serve.default_model import embedded_ct2_dir
+from serve.models.default_model import embedded_ct2_dir
 from serve.errors import ArtifactError
 from tests.conftest import backend_settings
 

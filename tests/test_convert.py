@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from serve import convert
+from serve.models import convert
 from serve.errors import ArtifactError
 from tests import speech
 

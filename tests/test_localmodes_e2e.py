@@ -65,7 +65,7 @@ def test_realtime_one_command(server, aws):
     result = run_module("localmodes.realtime", str(clip.path), "--endpoint", server.url, "--accept", "text/plain",
                         env=aws)
     assert result.returncode == 0, result.stderr
-    assert speech.wer([clip.text], [result.stdout]) < 0.25, result.stdout
+    assert speech.wer([clip.text], [result.stdout]) <= speech.MAX_CLIP_WER, result.stdout
 
 
 # ---- batch transform --------------------------------------------------------------------
@@ -97,7 +97,7 @@ def test_batch_transform_s3_mixed_formats_with_one_corrupt_file(server, aws):
     for key, clip in clips.items():
         refs.append(clip.text)
         hyps.append(s3.get_object(Bucket="batch", Key=f"output/{key}.out")["Body"].read().decode())
-    assert speech.wer(refs, hyps) < 0.2, list(zip(refs, hyps))
+    assert speech.wer(refs, hyps) <= speech.MAX_SET_WER, list(zip(refs, hyps))
     print(f"\nbatch: 12 objects ({sum(speech.duration(c.path) for c in clips.values()):.0f} s of audio) "
           f"in {seconds:.1f} s, command included")
 
@@ -114,7 +114,7 @@ def test_batch_script_over_a_folder(server, aws, tmp_path):
                             capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     hyps = [(tmp_path / "out" / f"{name}.out").read_text() for name in clips]
-    assert speech.wer([c.text for c in clips.values()], hyps) < 0.2
+    assert speech.wer([c.text for c in clips.values()], hyps) <= speech.MAX_SET_WER, hyps
 
 
 # ---- async ----------------------------------------------------------------------------------
@@ -241,7 +241,7 @@ def test_async_ten_requests_one_failure_with_error_notification(server, aws, tmp
         assert answer["OutputLocation"] == f"s3://async/out/{inference_id}.out"
         assert answer["FailureLocation"] == f"s3://async/fail/{inference_id}-error.out"
     hyps = [s3.get_object(Bucket="async", Key=f"out/{i}.out")["Body"].read().decode() for i in clips]
-    assert speech.wer([c.text for c in clips.values()], hyps) < 0.2
+    assert speech.wer([c.text for c in clips.values()], hyps) <= speech.MAX_SET_WER, hyps
     assert "Contents" not in s3.list_objects_v2(Bucket="async", Prefix="out/broken")
     failure = json.loads(s3.get_object(Bucket="async", Key="fail/broken-error.out")["Body"].read())
     assert failure["error"]["type"] == "UnsupportedMediaType"
@@ -284,7 +284,7 @@ def test_async_restart_mid_queue_loses_nothing(server, aws, tmp_path):
     assert metrics["Requests"][DONE] == 10 and metrics["Requests"][FAILED] == 0
     assert sorted(p.name for p in out.iterdir()) == [f"{i}.out" for i in sorted(clips)]
     hyps = [(out / f"{i}.out").read_text() for i in clips]
-    assert speech.wer([c.text for c in clips.values()], hyps) < 0.2
+    assert speech.wer([c.text for c in clips.values()], hyps) <= speech.MAX_SET_WER, hyps
     notified = {json.loads(line)["inferenceId"] for line in notes_file.read_text().splitlines()}
     assert notified == set(clips)
     assert "re-queued" in service.log.read_text() or counts_at_crash[RUNNING] == 0
@@ -293,7 +293,8 @@ def test_async_restart_mid_queue_loses_nothing(server, aws, tmp_path):
 @pytest.mark.slow
 def test_async_twenty_minute_file_transcribed_completely(server, aws, tmp_path):
     """Long-form, as users run it: without conditioning on the previous window's text, so one
-    misheard sentence cannot start a repetition loop (tiny.en does loop on this clip otherwise)."""
+    misheard sentence cannot start a repetition loop (tiny.en does loop on this clip otherwise).
+    Complete means nothing dropped: which sentence int8 mishears depends on the CPU."""
     clip = speech.long_clip(20.5)
     minutes = speech.duration(clip.path) / 60
     assert minutes >= 20
@@ -305,15 +306,17 @@ def test_async_twenty_minute_file_transcribed_completely(server, aws, tmp_path):
     with async_service(server.url, aws, tmp_path, "s3://long/out/", "s3://long/fail/",
                        [f"sns:{success_topic},"]) as svc:
         start = time.monotonic()
-        svc.invoke("s3://long/in/long.wav", "long-1", custom_attributes="condition_on_previous_text=false")
+        svc.invoke("s3://long/in/long.wav", "long-1", accept="application/json",
+                   custom_attributes="condition_on_previous_text=false")
         wait_until(lambda: svc.finished(1), 600, "the 20-minute transcription", poll=1.0)
         seconds = time.monotonic() - start
         state = svc.metrics()["Requests"]
 
     assert state[DONE] == 1, state
-    text = s3.get_object(Bucket="long", Key="out/long-1.out")["Body"].read().decode()
-    assert speech.missing_sentences(speech.split_sentences(clip.text), text) == []
+    body = s3.get_object(Bucket="long", Key="out/long-1.out")["Body"].read()
+    result = json.loads(body)
+    assert speech.incomplete(clip, result["text"], result["segments"]) == []
     [note] = drain(success_queue)
-    assert note["inferenceId"] == "long-1" and note["responseParameters"]["sentContentLength"] == len(text.encode())
+    assert note["inferenceId"] == "long-1" and note["responseParameters"]["sentContentLength"] == len(body)
     assert note["requestParameters"]["customAttributes"] == "condition_on_previous_text=false"
     print(f"\nasync: {minutes:.1f} min of audio in {seconds:.1f} s")
