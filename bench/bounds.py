@@ -57,8 +57,8 @@ PATHS: dict[str, tuple[str, dict]] = {
 }
 DITHER = 1e-4
 
-FORMATS = ("wav", "mp3", "ogg", "flac", "m4a", "webm", "mp4")  # tests/test_localmodes_e2e.py
-CONVERT_SENTENCE = "We need to finish the quarterly report before the meeting on Friday."  # tests/test_convert.py
+FORMATS = ("wav", "mp3", "ogg", "flac", "m4a", "webm", "mp4")  # tests/localmodes/test_e2e.py
+CONVERT_SENTENCE = "We need to finish the quarterly report before the meeting on Friday."  # tests/models/test_convert.py
 
 
 def clip_in(fmt: str, index: int) -> speech.Clip:
@@ -90,12 +90,12 @@ def short_sets() -> dict[str, tuple[list[speech.Clip], dict, bool, str]]:
     lm_async = [clip_in(FORMATS[i % 7], i + 4) for i in range(10)]
     lm_restart = [clip_in(FORMATS[i % 7], i) for i in range(10)]
     return {
-        "corpus16@once": (corpus, {}, True, "test_backends::test_corpus_word_error_rate (pooled)"),
+        "corpus16@once": (corpus, {}, True, "backends/test_engines::test_corpus_word_error_rate (pooled)"),
         "corpus16": (corpus, {}, False, "(each alone: the corpus as single requests)"),
         "corpus4@once": (corpus[:4], {}, True, "test_server_concurrency::test_concurrent_requests"),
-        "word_ts": ([corpus[1]], {"word_timestamps": True}, False, "test_backends::test_word_timestamps"),
+        "word_ts": ([corpus[1]], {"word_timestamps": True}, False, "backends/test_engines::test_word_timestamps"),
         "beam": ([corpus[3]], {"beam_size": 3, "temperature": (0.0, 0.4)}, False,
-                 "test_backends::test_beam_search_and_temperature_fallback"),
+                 "backends/test_engines::test_beam_search_and_temperature_fallback"),
         "contract": ([speech.speak(speech.SENTENCES[2])], {}, False,
                      "test_server_contract::test_invocation_json_default"),
         "inputs": ([speech.speak(inputs, fmt=f) for f in FORMATS]
@@ -105,20 +105,20 @@ def short_sets() -> dict[str, tuple[list[speech.Clip], dict, bool, str]]:
                           speech.speak(inputs, fmt="mp3")], {"word_timestamps": True}, False,
                          "test_server_inputs (word_timestamps=true requests)"),
         "keyword_weather": ([corpus[2]], {"language": "en"}, False,
-                            "test_backends::test_explicit_english_is_fine ('weather')"),
+                            "backends/test_engines::test_explicit_english_is_fine ('weather')"),
         "keyword_stella": ([corpus[1]], {"initial_prompt": "Stella, Stella."}, False,
-                           "test_backends::test_initial_prompt_steers_spelling ('Stella')"),
+                           "backends/test_engines::test_initial_prompt_steers_spelling ('Stella')"),
         "big413": ([big_wav()], {}, False, "test_server_errors::test_no_413_without_a_cap (before: one sentence)"),
         "big413x4": ([big_wav(0, 4)], {}, False, "test_server_errors::test_no_413_without_a_cap (SENTENCES[:4])"),
         "big413x4b": ([big_wav(1, 5)], {}, False, "test_server_errors::test_no_413_without_a_cap (SENTENCES[1:5])"),
-        "lm_realtime": ([clip_in("mp3", 1)], {}, False, "test_localmodes_e2e::test_realtime_one_command"),
-        "lm_batch": (lm_batch, {}, False, "test_localmodes_e2e::test_batch_transform_s3 (pooled)"),
+        "lm_realtime": ([clip_in("mp3", 1)], {}, False, "localmodes/test_e2e::test_realtime_one_command"),
+        "lm_batch": (lm_batch, {}, False, "localmodes/test_e2e::test_batch_transform_s3 (pooled)"),
         "lm_batch@once": (lm_batch, {}, True, "the same, sent at once"),
         "lm_folder": ([clip_in("wav", 2), clip_in("ogg", 3)], {}, False,
-                      "test_localmodes_e2e::test_batch_script_over_a_folder"),
-        "lm_async10": (lm_async, {}, False, "test_localmodes_e2e::test_async_ten_requests (pooled)"),
+                      "localmodes/test_e2e::test_batch_script_over_a_folder"),
+        "lm_async10": (lm_async, {}, False, "localmodes/test_e2e::test_async_ten_requests (pooled)"),
         "lm_async10@once": (lm_async, {}, True, "the same, sent at once"),
-        "lm_restart": (lm_restart, {}, False, "test_localmodes_e2e::test_async_restart_mid_queue (pooled)"),
+        "lm_restart": (lm_restart, {}, False, "localmodes/test_e2e::test_async_restart_mid_queue (pooled)"),
     }
 
 
@@ -128,15 +128,15 @@ def long_sets(backend: str, long20: bool) -> dict[str, tuple[speech.Clip, dict, 
     out = {
         "minute": (minute, {}, "test_server_concurrency::test_sigterm (WER)"),
         "minute_seq": (minute, {"condition_on_previous_text": True},
-                       "test_backends::test_sequential_long_form_is_complete"),
-        "long3": (three, {}, "test_backends::test_long_file_is_complete; test_server_concurrency::test_ping"),
+                       "backends/test_engines::test_sequential_long_form_is_complete"),
+        "long3": (three, {}, "backends/test_engines::test_long_file_is_complete; test_server_concurrency::test_ping"),
     }
     if backend == "ctranslate2":
-        out["long3_novad"] = (three, {"vad_filter": False}, "test_backends::test_long_file_without_vad_is_complete")
-        out["minute_chunk10"] = (minute, {"chunk_length_s": 10}, "test_backends::test_short_chunks_are_complete")
+        out["long3_novad"] = (three, {"vad_filter": False}, "backends/test_engines::test_long_file_without_vad_is_complete")
+        out["minute_chunk10"] = (minute, {"chunk_length_s": 10}, "backends/test_engines::test_short_chunks_are_complete")
         if long20:
             out["long20"] = (speech.long_clip(20.5), {"condition_on_previous_text": False},
-                             "test_localmodes_e2e::test_async_twenty_minute_file_transcribed_completely")
+                             "localmodes/test_e2e::test_async_twenty_minute_file_transcribed_completely")
     return out
 
 

@@ -19,8 +19,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-# container/serve is the image entrypoint (owned by the server side, linted here with the image).
-SHELL_SCRIPTS = ["build_and_push.sh", "container/serve"]
+SHELL_SCRIPTS = ["build_and_push.sh", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "local_test").glob("*.sh"))]
 
 
 def _tool(name: str) -> str:
@@ -41,6 +40,14 @@ def test_shellcheck_clean(script):
     result = subprocess.run([_tool("shellcheck"), "--severity=style", script], cwd=ROOT,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_entrypoint_is_executable_python():
+    """container/serve (what ``docker run IMAGE serve`` runs) is Python: compiled here, so a syntax
+    error fails CI rather than the container's start."""
+    entrypoint = ROOT / "container" / "serve"
+    assert os.access(entrypoint, os.X_OK) and entrypoint.read_text().startswith("#!/usr/bin/env python3")
+    compile(entrypoint.read_text(), str(entrypoint), "exec")
 
 
 def _ignored(path: str, patterns: list[str]) -> bool:

@@ -12,8 +12,8 @@ from deploy import flows
 from deploy import requests as rq
 from deploy.aws import Executor, PartialFailure
 from tests._moto import REGION, cli
-from tests.test_deploy_async import _deploy
-from tests.test_deploy_realtime import _endpoint, _sagemaker_stub
+from tests.deploy.test_async import _deploy
+from tests.deploy.test_realtime import _endpoint, _sagemaker_stub
 
 
 def _update_stubs(stub: Stubber) -> None:

@@ -24,9 +24,9 @@ from localmodes.server import free_port
 from tests import speech
 from tests.server_harness import running_server
 from tests._moto import moto_environment, reset_moto
-from tests.test_localmodes_support import subprocess_env, wait_until
+from tests.localmodes.test_support import subprocess_env, wait_until
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FORMATS = ("wav", "mp3", "ogg", "flac", "m4a", "webm", "mp4")
 CORRUPT = b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(range(256)) * 8  # a WAV header, then garbage
 

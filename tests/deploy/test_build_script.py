@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tests._moto import ACCOUNT, REGION, client
 
-SCRIPT = Path(__file__).resolve().parents[1] / "build_and_push.sh"
+SCRIPT = Path(__file__).resolve().parents[2] / "build_and_push.sh"
 
 
 def _run(args: list[str], env: dict) -> subprocess.CompletedProcess:

@@ -1,4 +1,4 @@
-"""Local batch transform against a stand-in container (the real server is in test_localmodes_e2e)."""
+"""Local batch transform against a stand-in container (the real server is in test_e2e)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 
 from localmodes import batch_transform
 from localmodes.batch_transform import JobConfig, transform
-from tests.test_localmodes_support import StandIn
+from tests.localmodes.test_support import StandIn
 
 FAST = JobConfig(accept="text/plain", retry_delay=0.01)
 

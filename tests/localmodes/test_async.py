@@ -1,4 +1,4 @@
-"""Local async endpoint against a stand-in container (the real server is in test_localmodes_e2e)."""
+"""Local async endpoint against a stand-in container (the real server is in test_e2e)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from localmodes.async_endpoint import AsyncConfig, AsyncService, create_app
 from localmodes.async_queue import DONE, FAILED, QUEUED, RUNNING, Queue
 from localmodes.notify import Notifier, parse_sink
 from localmodes.server import free_port
-from tests.test_localmodes_support import StandIn, serving, wait_until
+from tests.localmodes.test_support import StandIn, serving, wait_until
 
 H = "X-Amzn-SageMaker-"
 
