@@ -16,10 +16,9 @@ import numpy as np
 
 from ..core.options import DecodeOptions, Options
 from ..core.results import Segment, Transcription, Word
-from .base import Backend, Decoded, Device, segments_from_pieces, split_by_timestamps, window_stats
+from .base import (Backend, Decoded, Device, padded_log_mel, segments_from_pieces, split_by_timestamps,
+                   window_stats)
 
-N_SAMPLES = 30 * 16000
-N_FRAMES = 3000
 BEST_OF = 5
 """Samples drawn per window at a temperature above 0 (Whisper's default)."""
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"
@@ -59,7 +58,7 @@ class CTranslate2Backend(Backend):
 
         # Each window padded with silence to 30 s before the log-mel, as openai-whisper does
         # (faster-whisper's batched pipeline pads the features instead, which changes the text).
-        features = np.stack([self.model.feature_extractor(_pad(w))[..., :N_FRAMES] for w in windows])
+        features = np.stack([padded_log_mel(self.model.feature_extractor, w) for w in windows])
         encoder_output = self.model.encode(features)
         if options.language is None:
             # Each window's own language; windows of different languages are decoded apart,
@@ -134,10 +133,6 @@ class CTranslate2Backend(Backend):
             ))
         return Transcription(text="".join(s.text for s in out).strip(), language=info.language,
                              duration=round(len(audio) / 16000, 3), segments=tuple(out))
-
-
-def _pad(window: np.ndarray) -> np.ndarray:
-    return np.pad(window[:N_SAMPLES], (0, max(0, N_SAMPLES - len(window))))
 
 
 def _with_language(options: DecodeOptions, language: str) -> DecodeOptions:

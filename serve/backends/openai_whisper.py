@@ -20,7 +20,8 @@ import numpy as np
 
 from ..core.options import DecodeOptions, Options
 from ..core.results import Segment, Transcription, Word
-from .base import Backend, Decoded, Device, segments_from_pieces, split_by_timestamps, window_stats
+from .base import (SAMPLE_RATE, Backend, Decoded, Device, padded_log_mel, segments_from_pieces,
+                   split_by_timestamps, window_stats)
 
 BEST_OF = 5
 
@@ -51,11 +52,13 @@ class OpenAIWhisperBackend(Backend):
 
     def _mels(self, windows: Sequence[np.ndarray]):
         import torch
-        from whisper.audio import N_FRAMES, N_SAMPLES, log_mel_spectrogram
+        from whisper.audio import log_mel_spectrogram
 
-        mels = [log_mel_spectrogram(torch.from_numpy(np.ascontiguousarray(w)), self.model.dims.n_mels,
-                                    padding=N_SAMPLES, device=self.model.device)[:, :N_FRAMES] for w in windows]
-        return torch.stack(mels)
+        def log_mel(audio: np.ndarray):  # 1 s of silence after: each frame sees what it would in the whole file
+            return log_mel_spectrogram(torch.from_numpy(np.ascontiguousarray(audio)), self.model.dims.n_mels,
+                                       padding=SAMPLE_RATE, device=self.model.device)
+
+        return torch.stack([padded_log_mel(log_mel, w) for w in windows])
 
     def decode(self, windows: Sequence[np.ndarray], options: DecodeOptions, temperature: float) -> list[Decoded]:
         import torch

@@ -22,9 +22,9 @@ import numpy as np
 
 from ..core.options import DecodeOptions, Options
 from ..core.results import Segment, Transcription, Word
-from .base import Backend, Decoded, Device, segments_from_pieces, split_by_timestamps, window_stats
+from .base import (SAMPLE_RATE, Backend, Decoded, Device, padded_log_mel, segments_from_pieces,
+                   split_by_timestamps, window_stats)
 
-SAMPLE_RATE = 16000
 COMPRESSION_RATIO_THRESHOLD = 1.35
 """transformers measures repetition on token ids, where 1.35 plays the role of Whisper's 2.4 on text."""
 LOGPROB_THRESHOLD = -1.0
@@ -83,9 +83,12 @@ class TransformersBackend(Backend):
         import torch
         from transformers.modeling_outputs import BaseModelOutput
 
-        features = self.processor.feature_extractor(
-            [np.asarray(w) for w in windows], sampling_rate=SAMPLE_RATE, return_tensors="pt"
-        ).input_features.to(self.model.device, self.dtype)
+        def log_mel(audio: np.ndarray) -> np.ndarray:
+            return self.processor.feature_extractor(audio, sampling_rate=SAMPLE_RATE, padding="longest",
+                                                    return_tensors="np").input_features[0]
+
+        features = torch.from_numpy(np.stack([padded_log_mel(log_mel, w) for w in windows])).to(
+            self.model.device, self.dtype)
         with torch.inference_mode():
             encoded = self.model.model.encoder(features).last_hidden_state
             # One generate call (no seeking inside a window: the scheduler decodes what is left again).
