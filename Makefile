@@ -26,7 +26,8 @@ image: setup
 	./local_test/image.sh build
 
 bench: setup
-	.venv/bin/python bench/throughput.py
+	test -f .cache/bench-audio/manifest.json || .venv/bin/python bench/throughput.py prepare
+	.venv/bin/python bench/throughput.py run
 	.venv/bin/python bench/memory.py
 
 lint: setup
