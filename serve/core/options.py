@@ -120,11 +120,6 @@ class Options:
         """Decoded window after window by the engine's own long-form loop, not batched."""
         return self.condition_on_previous_text
 
-    def with_language(self, language: str) -> "Options":
-        from dataclasses import replace
-
-        return replace(self, decode=replace(self.decode, language=language))
-
 
 @dataclass(frozen=True)
 class Capabilities:

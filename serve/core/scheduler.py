@@ -243,11 +243,6 @@ class Scheduler:
                 thread.join(max(0.0, deadline - time.monotonic()))
         self._pool.shutdown(wait=True, cancel_futures=True)
 
-    @property
-    def active(self) -> int:
-        with self._cond:
-            return len(self._jobs)
-
     # --- decode and cut (outside the inference thread) ----------------------------------------
 
     def _decode(self, job: Job) -> None:
