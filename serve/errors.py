@@ -109,6 +109,23 @@ class ShuttingDownError(WhisperServeError):
     retry_after_s = 5
 
 
+class ServiceFaultError(WhisperServeError):
+    """Our side failed, not the input: a decoder killed or unable to start, a scratch file
+    that could not be written, an engine that stopped serving. Sending the same request
+    again (to this instance once it recovers, or to another) can succeed: 503 + Retry-After."""
+
+    error_type = "ServiceUnavailable"
+
+    retry_after_s = 5
+
+
+class EngineFaultError(WhisperServeError):
+    """The engine raised while decoding this request's audio. Its batch mates were decoded
+    again without it; only this request fails (500: the same audio would likely fail again)."""
+
+    error_type = "EngineError"
+
+
 class CancelledError(WhisperServeError):
     """The request was given up (its client went away); nobody reads this error."""
 

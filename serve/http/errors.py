@@ -27,9 +27,11 @@ STATUS: dict[type, int] = {
     errors.AudioDecodeError: 415,
     errors.CancelledError: 499,  # nobody is listening; logged only
     errors.ArtifactError: 500,
+    errors.EngineFaultError: 500,
     errors.UpstreamError: 502,
     errors.ModelNotReadyError: 503,
     errors.ShuttingDownError: 503,
+    errors.ServiceFaultError: 503,
     errors.RequestTimeoutError: 504,
 }
 
