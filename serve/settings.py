@@ -19,7 +19,7 @@ from .core.options import TranscribeOptions, as_float, as_int, parse_options
 from .errors import InvalidParameterError
 
 BACKENDS = ("auto", "openai", "transformers", "ctranslate2")
-PACKING = ("auto", "on", "off")
+PACKING = ("on", "off")
 
 
 @dataclass(frozen=True)
@@ -50,18 +50,16 @@ class Settings:
     """WHISPER_CACHE_DIR: where the embedded default is converted to the
     openai / transformers layouts (once)."""
 
-    window_seconds: float = 600.0
-    """WHISPER_WINDOW_SECONDS: sequential long-form decoding (condition_on_previous_text)
-    hands the engine's own loop windows of at most this length, cut at the quietest
-    moment, so memory stays bounded whatever the audio length (at least 60)."""
-
     max_batch: int = 0
     """WHISPER_MAX_BATCH: most windows of 30 s (from all concurrent requests) decoded in one
     engine call. 0 = measured default: 16 on a GPU, 4 on a CPU."""
 
-    packing: str = "auto"
-    """WHISPER_PACKING: auto | on | off. Pack short windows of several requests into one 30 s
-    engine window (auto: on a CPU, where it made short clips 3x faster; off on a GPU)."""
+    packing: bool = False
+    """WHISPER_PACKING: on | off (default off). Pack short windows of several requests into one 30 s
+    engine window: faster on a CPU, but a request's words then depend on who else was speaking."""
+
+    engine_timeout_s: float = 600.0
+    """WHISPER_ENGINE_TIMEOUT_S: an engine call running longer is hung: /ping answers 503."""
 
     decode_workers: int = 0
     """WHISPER_DECODE_WORKERS: ffmpeg processes (and VAD passes) running at once. 0 = one per core, 2 to 8."""
@@ -169,14 +167,16 @@ class Settings:
             kwargs["cpu_threads"] = as_int("WHISPER_CPU_THREADS", v, 0)
         if (v := get("WHISPER_CACHE_DIR")) is not None:
             kwargs["cache_dir"] = Path(v)
-        if (v := get("WHISPER_WINDOW_SECONDS")) is not None:
-            kwargs["window_seconds"] = as_float("WHISPER_WINDOW_SECONDS", v, 0.0)
-            if kwargs["window_seconds"] < 60:
-                raise InvalidParameterError("WHISPER_WINDOW_SECONDS must be at least 60")
+        if get("WHISPER_WINDOW_SECONDS") is not None:
+            raise InvalidParameterError("WHISPER_WINDOW_SECONDS is retired: condition_on_previous_text requests are "
+                                        "now decoded in Whisper's own 30 s windows, taking turns with the other "
+                                        "requests")
+        if (v := get("WHISPER_ENGINE_TIMEOUT_S")) is not None:
+            kwargs["engine_timeout_s"] = as_float("WHISPER_ENGINE_TIMEOUT_S", v, 1.0)
         if (v := get("WHISPER_MAX_BATCH")) is not None:
             kwargs["max_batch"] = as_int("WHISPER_MAX_BATCH", v, 0, 256)
         if (v := get("WHISPER_PACKING")) is not None:
-            kwargs["packing"] = _choice("WHISPER_PACKING", v, PACKING)
+            kwargs["packing"] = _choice("WHISPER_PACKING", v, PACKING) == "on"
         if (v := get("WHISPER_DECODE_WORKERS")) is not None:
             kwargs["decode_workers"] = as_int("WHISPER_DECODE_WORKERS", v, 0, 256)
         if (v := get("WHISPER_MAX_AUDIO_SECONDS")) is not None:

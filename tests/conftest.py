@@ -139,3 +139,17 @@ def engine(request, empty_model_dir) -> Engine:
 def named_engine(empty_model_dir):
     """An engine by name and settings (cached), for tests that need one in particular."""
     return lambda name, **env: engine_for(name, empty_model_dir, **env)
+
+
+@pytest.fixture(scope="session")
+def real(named_engine):
+    """The real ctranslate2 engine on tiny.en, for tests that wrap it (tests/core/injection.py)."""
+    return named_engine("ctranslate2").backend
+
+
+@pytest.fixture(scope="session")
+def marked(corpus, tmp_path_factory) -> Path:
+    """corpus[7] with the marker injected faults pick out (tests/core/injection.py)."""
+    from tests.core.injection import marked_copy
+
+    return marked_copy(corpus[7].path, tmp_path_factory.mktemp("marked") / "marked.wav")

@@ -1,107 +1,36 @@
-"""The one small interface every engine implements.
+"""What every backend shares: loading, and the helpers that turn an engine's tokens into segments.
 
-A backend is loaded once per worker process (``load``). It knows its engine,
-the device and the options of the batch in front of it; nothing of HTTP,
-settings or requests. Two ways in:
-
-- ``decode(windows, options, temperature)``: one batched engine call on up to
-  ``WHISPER_MAX_BATCH`` windows of at most 30 s each, all decoded with the same
-  options. This is the path almost every request takes (the scheduler cuts,
-  batches and reassembles).
-- ``transcribe(audio, options)``: the engine's own sequential long-form loop
-  (previous text as prompt, temperature fallback per window), for requests
-  that ask for ``condition_on_previous_text``.
-
-Every backend declares, per option, ``None`` (honoured) or why it is not
-(``support``); ``serve.core.options.resolve`` turns that into a 400 that names
-the option and the backend.
+A backend implements ``serve.core.engine.Engine`` (the interface the core
+calls: one batched ``decode`` of short windows) for one engine, and adds
+``load``. It is loaded once per worker process; it knows its engine, the
+device and the options of the batch in front of it, nothing of HTTP,
+settings or requests.
 """
 
 from __future__ import annotations
 
 import abc
-import zlib
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ClassVar, Mapping, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from ..core.options import Capabilities, DecodeOptions, Options
-from ..core.results import Segment, Transcription, Word
+from ..core.decoding import compression_ratio
+from ..core.engine import Decoded, Device, Engine
+from ..core.results import Segment, Word
 
 SAMPLE_RATE = 16000
 TIME_PRECISION = 0.02
 """Seconds per Whisper timestamp token."""
 
-OFF_VALUES = {"vad_filter": False, "condition_on_previous_text": False}
-"""An option a backend rejects may still be set to the value that describes what it does anyway."""
 
-
-@dataclass(frozen=True)
-class Device:
-    """Where a backend runs and at which precision."""
-
-    kind: str  # "cpu" or "cuda"
-    index: int = 0
-    compute_type: str = "float32"
-    cpu_threads: int = 0
-
-    @property
-    def torch_device(self) -> str:
-        return "cuda:%d" % self.index if self.kind == "cuda" else "cpu"
-
-
-@dataclass(frozen=True)
-class Decoded:
-    """One window's decoding: segments timed from the window's start, and the window's scores."""
-
-    segments: tuple[Segment, ...]
-    language: str
-    avg_logprob: float
-    no_speech_prob: float
-    compression_ratio: float
-    temperature: float
-    resume_at: Optional[float] = None
-    """Where the decoder stopped without finishing (an unclosed last segment): the
-    text from here on was not produced and must be decoded again. None: done."""
-
-
-class Backend(abc.ABC):
-    name: ClassVar[str]
-    """The WHISPER_BACKEND value that selects this backend."""
-
-    support: ClassVar[Mapping[str, Optional[str]]]
-    """Every TranscribeOptions field -> None (honoured) or the reason it is not."""
-
-    def __init__(self, device: Device, model_name: str, english_only: bool):
-        self.device = device
-        self.model_name = model_name
-        self.english_only = english_only
+class Backend(Engine):
+    """An ``Engine`` that can be loaded from a model artifact."""
 
     @classmethod
     @abc.abstractmethod
     def load(cls, model_path: Path | str, device: Device, model_name: str) -> "Backend":
         """Load the model at ``model_path`` (a file, directory or hub id in this backend's layout)."""
-
-    @abc.abstractmethod
-    def decode(self, windows: Sequence[np.ndarray], options: DecodeOptions, temperature: float) -> list[Decoded]:
-        """Decode each 16 kHz mono float32 window (at most 30 s) in one batched call.
-
-        ``options.language`` None (multilingual models only) detects each window's language.
-        """
-
-    @abc.abstractmethod
-    def transcribe(self, audio: np.ndarray, options: Options) -> Transcription:
-        """The engine's own sequential long-form transcription of ``audio`` (any length)."""
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return Capabilities(self.name, self.model_name, self.english_only, self.support, OFF_VALUES)
-
-    def describe(self) -> dict:
-        return {"backend": self.name, "model": self.model_name, "device": self.device.torch_device,
-                "compute_type": self.device.compute_type}
 
 
 # ---- helpers the engines share --------------------------------------------------------------------
@@ -137,17 +66,12 @@ def padded_log_mel(log_mel: Callable, window):
     return torch.cat([mel, silence.expand(*silence.shape[:-1], missing)], dim=-1)
 
 
-def compression_ratio(text: str) -> float:
-    """Whisper's repetition measure: raw bytes over zlib-compressed bytes (a loop compresses well)."""
-    data = text.encode("utf-8")
-    return len(data) / len(zlib.compress(data)) if data else 0.0
-
-
 def split_by_timestamps(tokens: Sequence[int], timestamp_begin: int,
                         duration: float) -> tuple[list[dict], Optional[float]]:
     """Cut one window's output tokens into timed pieces, as Whisper's own loop does.
 
-    Returns ``([{"start", "end", "tokens"}...], resume_at)``. Text after the last
+    Returns ``([{"start", "end", "tokens", "at"}...], resume_at)`` (``at``: the piece's first
+    token's index in ``tokens``). Text after the last
     closed segment (``<|t0|> text <|t1|><|t1|> text`` with no end) is unfinished:
     it is left out and ``resume_at`` says where to decode again. A window with
     no timestamp pair is one piece over the whole window.
@@ -164,13 +88,13 @@ def split_by_timestamps(tokens: Sequence[int], timestamp_begin: int,
         if times and times[-1] != timestamp_begin:
             end = min(duration, (times[-1] - timestamp_begin) * TIME_PRECISION)
         start = (times[0] - timestamp_begin) * TIME_PRECISION if times and is_time[0] else 0.0
-        return [{"start": start, "end": max(start, end), "tokens": tokens}], None
+        return [{"start": start, "end": max(start, end), "tokens": tokens, "at": 0}], None
     cuts = pairs + ([len(tokens)] if single_ending else [])
     pieces, last = [], 0
     for cut in cuts:
         piece = tokens[last:cut]
         pieces.append({"start": (piece[0] - timestamp_begin) * TIME_PRECISION,
-                       "end": (piece[-1] - timestamp_begin) * TIME_PRECISION, "tokens": piece})
+                       "end": (piece[-1] - timestamp_begin) * TIME_PRECISION, "tokens": piece, "at": last})
         last = cut
     resume_at = None
     if not single_ending and any(not t for t in is_time[last:]):
@@ -194,6 +118,26 @@ def segments_from_pieces(pieces: Sequence[dict], decode_text: Callable[[list[int
         out.append(Segment(id=len(out), start=_time(piece["start"], duration), end=_time(piece["end"], duration),
                            text=text, words=words, **stats))
     return tuple(out)
+
+
+def decoded_window(pieces: Sequence[dict], resume_at: Optional[float], decode_text: Callable[[list[int]], str],
+                   timestamp_begin: int, duration: float, *, language: str, avg_logprob: float,
+                   no_speech_prob: float, text: str, temperature: float,
+                   token_logprobs: Optional[Sequence[float]] = None) -> Decoded:
+    """One window's ``Decoded`` from its ``split_by_timestamps`` pieces and the engine's scores.
+
+    ``token_logprobs`` (one per token of the split sequence, when the scheduler asked
+    for scores) gives each segment the sum of its own tokens' log probabilities.
+    """
+    kept = [p for p in pieces if decode_text([t for t in p["tokens"] if t < timestamp_begin]).strip()]
+    stats = window_stats(avg_logprob, no_speech_prob, text, temperature)
+    segments = segments_from_pieces(kept, decode_text, timestamp_begin, stats, duration)
+    logprobs = None
+    if token_logprobs is not None:
+        logprobs = tuple((round(float(sum(token_logprobs[p["at"]:p["at"] + len(p["tokens"])])), 4), len(p["tokens"]))
+                         for p in kept)
+    return Decoded(segments, language, stats["avg_logprob"], stats["no_speech_prob"], stats["compression_ratio"],
+                   temperature, resume_at, logprobs)
 
 
 def _time(seconds: float, duration: float) -> float:

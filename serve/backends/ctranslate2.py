@@ -14,10 +14,9 @@ from typing import Sequence
 
 import numpy as np
 
-from ..core.options import DecodeOptions, Options
-from ..core.results import Segment, Transcription, Word
-from .base import (Backend, Decoded, Device, padded_log_mel, segments_from_pieces, split_by_timestamps,
-                   window_stats)
+from ..core.engine import Decoded, Device
+from ..core.options import DecodeOptions
+from .base import Backend, decoded_window, padded_log_mel, split_by_timestamps
 
 BEST_OF = 5
 """Samples drawn per window at a temperature above 0 (Whisper's default)."""
@@ -53,7 +52,8 @@ class CTranslate2Backend(Backend):
         return Tokenizer(self.model.hf_tokenizer, self.model.model.is_multilingual, task=options.task,
                          language=language)
 
-    def decode(self, windows: Sequence[np.ndarray], options: DecodeOptions, temperature: float) -> list[Decoded]:
+    def decode(self, windows: Sequence[np.ndarray], options: DecodeOptions, temperature: float,
+               scores: bool = False) -> list[Decoded]:
         from faster_whisper.transcribe import get_suppressed_tokens
 
         # Each window padded with silence to 30 s before the log-mel, as openai-whisper does
@@ -69,7 +69,8 @@ class CTranslate2Backend(Backend):
                 for language in dict.fromkeys(detected):
                     idx = [i for i, d in enumerate(detected) if d == language]
                     for i, result in zip(idx, self.decode([windows[i] for i in idx],
-                                                          _with_language(options, language), temperature)):
+                                                          _with_language(options, language), temperature,
+                                                          scores)):
                         out[i] = result
                 return out
             language = detected[0]
@@ -82,7 +83,7 @@ class CTranslate2Backend(Backend):
             if temperature > 0 else dict(beam_size=options.beam_size, patience=1.0)
         results = self.model.model.generate(
             encoder_output, [list(prompt) for _ in windows], max_length=self.model.max_length,
-            return_scores=True, return_no_speech_prob=True, suppress_blank=True,
+            return_scores=True, return_no_speech_prob=True, return_logits_vocab=scores, suppress_blank=True,
             suppress_tokens=get_suppressed_tokens(tokenizer, [-1]), max_initial_timestamp_index=50,
             **sampling)
         decoded, pieces_per_window = [], []
@@ -94,45 +95,36 @@ class CTranslate2Backend(Backend):
             for p in pieces:
                 p["seek"] = 0
             pieces_per_window.append(pieces)
-            decoded.append((tokens, avg_logprob, result.no_speech_prob, resume_at))
+            token_logprobs = _token_logprobs(result.logits[0], tokens) if scores else None
+            decoded.append((tokens, avg_logprob, result.no_speech_prob, resume_at, token_logprobs))
         if options.word_timestamps and any(pieces_per_window):
             self.model.add_word_timestamps(
                 pieces_per_window, tokenizer, encoder_output,
                 [min(len(w) // self.model.feature_extractor.hop_length, 3000) for w in windows],
                 PREPEND_PUNCTUATIONS, APPEND_PUNCTUATIONS, last_speech_timestamp=0.0)
         out = []
-        for window, pieces, (tokens, avg_logprob, no_speech_prob, resume_at) in zip(windows, pieces_per_window,
-                                                                                     decoded):
-            text = tokenizer.decode([t for t in tokens if t < tokenizer.timestamp_begin])
-            stats = window_stats(avg_logprob, no_speech_prob, text, temperature)
+        for window, pieces, (tokens, avg_logprob, no_speech_prob, resume_at, token_logprobs) in zip(
+                windows, pieces_per_window, decoded):
             if not options.word_timestamps:
                 for p in pieces:
                     p.pop("words", None)
-            segments = segments_from_pieces(pieces, tokenizer.decode, tokenizer.timestamp_begin, stats,
-                                            len(window) / 16000)
-            out.append(Decoded(segments, language, stats["avg_logprob"], stats["no_speech_prob"],
-                               stats["compression_ratio"], temperature, resume_at))
+            out.append(decoded_window(
+                pieces, resume_at, tokenizer.decode, tokenizer.timestamp_begin, len(window) / 16000,
+                language=language, avg_logprob=avg_logprob, no_speech_prob=no_speech_prob,
+                text=tokenizer.decode([t for t in tokens if t < tokenizer.timestamp_begin]), temperature=temperature,
+                token_logprobs=token_logprobs))
         return out
 
-    def transcribe(self, audio: np.ndarray, options: Options) -> Transcription:
-        d = options.decode
-        segments, info = self.model.transcribe(
-            audio, language=d.language, task=d.task, beam_size=d.beam_size, temperature=list(d.temperatures),
-            initial_prompt=d.initial_prompt, word_timestamps=d.word_timestamps,
-            condition_on_previous_text=options.condition_on_previous_text, vad_filter=False)
-        out = []
-        for s in segments:  # a generator: decoding happens here
-            words = None
-            if d.word_timestamps:
-                words = tuple(Word(start=round(float(w.start), 3), end=round(float(w.end), 3), word=w.word,
-                                   probability=round(float(w.probability), 4)) for w in (s.words or []))
-            out.append(Segment(
-                id=len(out), start=round(float(s.start), 3), end=round(float(s.end), 3), text=s.text,
-                avg_logprob=float(s.avg_logprob), no_speech_prob=float(s.no_speech_prob),
-                compression_ratio=float(s.compression_ratio), temperature=float(s.temperature), words=words,
-            ))
-        return Transcription(text="".join(s.text for s in out).strip(), language=info.language,
-                             duration=round(len(audio) / 16000, 3), segments=tuple(out))
+
+def _token_logprobs(logits: list, tokens: Sequence[int]) -> list[float]:
+    """Each generated token's log probability, from the per-step logits generate returned
+    (after its suppression masks, as the search saw them)."""
+    out = []
+    for step, token in zip(logits, tokens):
+        v = np.asarray(step, dtype=np.float64).reshape(-1)
+        top = v.max()
+        out.append(float(v[token] - top - np.log(np.exp(v - top).sum())))
+    return out
 
 
 def _with_language(options: DecodeOptions, language: str) -> DecodeOptions:

@@ -18,10 +18,9 @@ from typing import Sequence
 
 import numpy as np
 
-from ..core.options import DecodeOptions, Options
-from ..core.results import Segment, Transcription, Word
-from .base import (SAMPLE_RATE, Backend, Decoded, Device, padded_log_mel, segments_from_pieces,
-                   split_by_timestamps, window_stats)
+from ..core.engine import Decoded, Device
+from ..core.options import DecodeOptions
+from .base import SAMPLE_RATE, Backend, decoded_window, padded_log_mel, split_by_timestamps
 
 BEST_OF = 5
 
@@ -60,9 +59,10 @@ class OpenAIWhisperBackend(Backend):
 
         return torch.stack([padded_log_mel(log_mel, w) for w in windows])
 
-    def decode(self, windows: Sequence[np.ndarray], options: DecodeOptions, temperature: float) -> list[Decoded]:
+    def decode(self, windows: Sequence[np.ndarray], options: DecodeOptions, temperature: float,
+               scores: bool = False) -> list[Decoded]:
         import torch
-        from whisper.decoding import DecodingOptions, decode
+        from whisper.decoding import DecodingOptions, DecodingTask, decode
         from whisper.timing import add_word_timestamps
         from whisper.tokenizer import get_tokenizer
 
@@ -73,9 +73,12 @@ class OpenAIWhisperBackend(Backend):
             beam_size=options.beam_size if temperature == 0 and options.beam_size > 1 else None,
             prompt=options.initial_prompt, fp16=self.fp16)
         with torch.inference_mode():
-            results = decode(self.model, mel, decoding)
+            # With scores, the encoder runs once here: decode() and the scoring pass share its output.
+            audio = self.model.encoder(mel.half() if self.fp16 else mel) if scores else mel
+            results = decode(self.model, audio, decoding)
+            initial = list(DecodingTask(self.model, decoding).initial_tokens) if scores else []
         out = []
-        for window, window_mel, result in zip(windows, mel, results):
+        for i, (window, window_mel, result) in enumerate(zip(windows, mel, results)):
             tokenizer = get_tokenizer(self.model.is_multilingual, num_languages=self.model.num_languages,
                                       language=result.language, task=options.task)
             duration = len(window) / 16000
@@ -87,36 +90,24 @@ class OpenAIWhisperBackend(Backend):
                     add_word_timestamps(segments=pieces, model=self.model, tokenizer=tokenizer, mel=window_mel,
                                         num_frames=min(len(window) // 160, mel.shape[-1]),
                                         last_speech_timestamp=0.0)
-            stats = window_stats(result.avg_logprob, result.no_speech_prob, result.text, temperature)
-            segments = segments_from_pieces(pieces, tokenizer.decode, tokenizer.timestamp_begin, stats, duration)
-            out.append(Decoded(segments, result.language, stats["avg_logprob"], stats["no_speech_prob"],
-                               stats["compression_ratio"], temperature, resume_at))
+            token_logprobs = self._token_logprobs(audio[i], initial, result.tokens) if scores else None
+            out.append(decoded_window(
+                pieces, resume_at, tokenizer.decode, tokenizer.timestamp_begin, duration, language=result.language,
+                avg_logprob=result.avg_logprob, no_speech_prob=result.no_speech_prob, text=result.text,
+                temperature=temperature, token_logprobs=token_logprobs))
         return out
 
-    def transcribe(self, audio: np.ndarray, options: Options) -> Transcription:
+    def _token_logprobs(self, audio_features, initial: list[int], tokens: list[int]) -> list[float]:
+        """Each token's log probability given what came before it, by one teacher-forced decoder pass."""
         import torch
 
-        d = options.decode
+        if not tokens:
+            return []
+        ids = torch.tensor([initial + tokens], device=audio_features.device)
         with torch.inference_mode():
-            result = self.model.transcribe(
-                audio, language=d.language, task=d.task,
-                temperature=d.temperatures if len(d.temperatures) > 1 else d.temperatures[0],
-                beam_size=d.beam_size if d.beam_size > 1 else None, initial_prompt=d.initial_prompt,
-                word_timestamps=d.word_timestamps, condition_on_previous_text=options.condition_on_previous_text,
-                fp16=self.fp16, verbose=None)
-        segments = []
-        for s in result["segments"]:
-            words = None
-            if d.word_timestamps:
-                words = tuple(Word(start=round(float(w["start"]), 3), end=round(float(w["end"]), 3), word=w["word"],
-                                   probability=round(float(w["probability"]), 4)) for w in s.get("words", []))
-            segments.append(Segment(
-                id=len(segments), start=round(float(s["start"]), 3), end=round(float(s["end"]), 3), text=s["text"],
-                avg_logprob=float(s["avg_logprob"]), no_speech_prob=float(s["no_speech_prob"]),
-                compression_ratio=float(s["compression_ratio"]), temperature=float(s["temperature"]), words=words,
-            ))
-        return Transcription(text=result["text"].strip(), language=result["language"],
-                             duration=round(len(audio) / 16000, 3), segments=tuple(segments))
+            logits = self.model.decoder(ids, audio_features[None])[0].float()
+        logprobs = torch.log_softmax(logits[len(initial) - 1:len(initial) - 1 + len(tokens)], dim=-1)
+        return logprobs.gather(1, torch.tensor(tokens, device=logprobs.device)[:, None])[:, 0].tolist()
 
 
 BACKEND = OpenAIWhisperBackend

@@ -8,9 +8,10 @@ runs once; a teacher-forced pass over the generated tokens gives Whisper's
 per-window scores (average log probability, no-speech probability), which
 ``generate`` does not return for short audio.
 
-Sequential long-form decoding (``condition_on_previous_text``) is
-``generate``'s own long-form loop over the whole audio, with temperature
-fallback per window.
+A prompt (``initial_prompt``, or the previous text of a sequential request)
+goes in as ``prompt_ids``; ``generate`` returns it in front of the
+transcript, so the tokens up to the start of transcript are the prompt, not
+text.
 """
 
 from __future__ import annotations
@@ -20,31 +21,16 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..core.options import DecodeOptions, Options
-from ..core.results import Segment, Transcription, Word
-from .base import (SAMPLE_RATE, Backend, Decoded, Device, padded_log_mel, segments_from_pieces,
-                   split_by_timestamps, window_stats)
-
-COMPRESSION_RATIO_THRESHOLD = 1.35
-"""transformers measures repetition on token ids, where 1.35 plays the role of Whisper's 2.4 on text."""
-LOGPROB_THRESHOLD = -1.0
-NO_SPEECH_THRESHOLD = 0.6
+from ..core.engine import Decoded, Device
+from ..core.options import DecodeOptions
+from .base import SAMPLE_RATE, Backend, decoded_window, padded_log_mel, split_by_timestamps
 
 
 class TransformersBackend(Backend):
     name = "transformers"
-    support = {
-        "language": None,
-        "task": None,
-        "initial_prompt": "with prompt_ids, generate returns the prompt inside the first segment's tokens "
-                          "(transformers 5.24); use the openai or ctranslate2 backend",
-        "temperature": None,
-        "beam_size": None,
-        "word_timestamps": None,
-        "vad_filter": None,
-        "condition_on_previous_text": None,
-        "chunk_length_s": None,
-    }
+    support = {name: None for name in ("language", "task", "initial_prompt", "temperature", "beam_size",
+                                       "word_timestamps", "vad_filter", "condition_on_previous_text",
+                                       "chunk_length_s")}
 
     @classmethod
     def load(cls, model_path: Path | str, device: Device, model_name: str) -> "TransformersBackend":
@@ -79,7 +65,8 @@ class TransformersBackend(Backend):
                 kwargs["language"] = options.language
         return kwargs
 
-    def decode(self, windows: Sequence[np.ndarray], options: DecodeOptions, temperature: float) -> list[Decoded]:
+    def decode(self, windows: Sequence[np.ndarray], options: DecodeOptions, temperature: float,
+               scores: bool = False) -> list[Decoded]:
         import torch
         from transformers.modeling_outputs import BaseModelOutput
 
@@ -89,12 +76,17 @@ class TransformersBackend(Backend):
 
         features = torch.from_numpy(np.stack([padded_log_mel(log_mel, w) for w in windows])).to(
             self.model.device, self.dtype)
+        kwargs = self._generate_kwargs(options, temperature)
+        if options.initial_prompt:
+            kwargs["prompt_ids"] = self.processor.get_prompt_ids(options.initial_prompt.strip(),
+                                                                 return_tensors="pt").to(self.model.device)
+        start = self.model.generation_config.decoder_start_token_id
         with torch.inference_mode():
             encoded = self.model.model.encoder(features).last_hidden_state
             # One generate call (no seeking inside a window: the scheduler decodes what is left again).
             out = self.model.generate(
                 encoder_outputs=BaseModelOutput(last_hidden_state=encoded), force_unique_generate_call=True,
-                return_token_timestamps=options.word_timestamps, **self._generate_kwargs(options, temperature))
+                return_token_timestamps=options.word_timestamps, **kwargs)
         sequences = out["sequences"] if options.word_timestamps else out
         eot = self.model.generation_config.eos_token_id
         tokenizer = self.processor.tokenizer
@@ -102,13 +94,14 @@ class TransformersBackend(Backend):
         for i, window in enumerate(windows):
             duration = len(window) / SAMPLE_RATE
             ids = [int(t) for t in sequences[i].tolist()]
-            head = 0
+            head = ids.index(start) if start in ids else 0  # the prompt, when given, comes first
             while head < len(ids) and eot <= ids[head] < self.timestamp_begin:
                 head += 1  # the decoder prompt (start of transcript, language, task)
             stop = next((j for j in range(head, len(ids)) if ids[j] == eot), len(ids))
-            tokens, prompt = ids[head:stop], [self.model.generation_config.decoder_start_token_id] + [
-                t for t in ids[:head] if t != self.model.generation_config.decoder_start_token_id]
-            avg_logprob, no_speech_prob, probs = self._score(encoded[i], prompt, tokens)
+            prefix = ids[:head] if start in ids[:head] else [start] + ids[:head]
+            tokens = ids[head:stop]
+            avg_logprob, no_speech_prob, logprobs = self._score(encoded[i], prefix, tokens)
+            probs = [float(np.exp(x)) for x in logprobs]
             pieces, resume_at = split_by_timestamps(tokens, self.timestamp_begin, duration)
             if options.word_timestamps:
                 times = out["token_timestamps"][i].tolist()[head:stop]
@@ -117,34 +110,37 @@ class TransformersBackend(Backend):
                     n = len(piece["tokens"])
                     piece["words"] = self._words(piece["tokens"], times[k:k + n], probs[k:k + n], piece["end"])
                     k += n
-            text = tokenizer.decode([t for t in tokens if t < eot], skip_special_tokens=True)
-            stats = window_stats(avg_logprob, no_speech_prob, text, temperature)
-            language = "en" if self.english_only else self._language(prompt) or options.language or ""
-            segments = segments_from_pieces(
-                pieces, lambda t: tokenizer.decode(t, skip_special_tokens=True), self.timestamp_begin, stats,
-                duration)
-            results.append(Decoded(segments, language, stats["avg_logprob"], stats["no_speech_prob"],
-                                   stats["compression_ratio"], temperature, resume_at))
+            language = "en" if self.english_only else self._language(prefix) or options.language or ""
+            results.append(decoded_window(
+                pieces, resume_at, lambda t: tokenizer.decode(t, skip_special_tokens=True), self.timestamp_begin,
+                duration, language=language, avg_logprob=avg_logprob, no_speech_prob=no_speech_prob,
+                text=tokenizer.decode([t for t in tokens if t < eot], skip_special_tokens=True),
+                temperature=temperature, token_logprobs=logprobs if scores else None))
         return results
 
     def _language(self, prompt: list[int]) -> str | None:
         lang_ids = {v: k for k, v in (self.model.generation_config.lang_to_id or {}).items()}
         return next((lang_ids[t][2:-2] for t in prompt if t in lang_ids), None)
 
-    def _score(self, encoded, prompt: list[int], tokens: list[int]) -> tuple[float, float, list[float]]:
-        """Whisper's avg_logprob and no_speech_prob, and each token's probability, by one teacher-forced pass."""
+    def _score(self, encoded, prefix: list[int], tokens: list[int]) -> tuple[float, float, list[float]]:
+        """Whisper's avg_logprob and no_speech_prob, and each token's log probability, by one teacher-forced pass.
+
+        ``prefix``: everything before the first generated token (a prompt, then the start
+        of transcript and the task tokens); no-speech is read right after the start of transcript.
+        """
         import torch
 
         eot = self.model.generation_config.eos_token_id
-        ids = torch.tensor([prompt + tokens], device=self.model.device)
+        ids = torch.tensor([prefix + tokens], device=self.model.device)
         with torch.inference_mode():
             hidden = self.model.model.decoder(input_ids=ids, encoder_hidden_states=encoded[None]).last_hidden_state
             logprobs = torch.log_softmax(self.model.proj_out(hidden)[0].float(), dim=-1)
         targets = tokens + [eot]
-        picked = logprobs[len(prompt) - 1:len(prompt) - 1 + len(targets)].gather(
+        picked = logprobs[len(prefix) - 1:len(prefix) - 1 + len(targets)].gather(
             1, torch.tensor(targets, device=logprobs.device)[:, None])[:, 0]
-        no_speech = float(logprobs[0, self.no_speech_id].exp())
-        return float(picked.sum()) / (len(tokens) + 1), no_speech, picked[:-1].exp().tolist()
+        sot = prefix.index(self.model.generation_config.decoder_start_token_id)
+        no_speech = float(logprobs[sot, self.no_speech_id].exp())
+        return float(picked.sum()) / (len(tokens) + 1), no_speech, picked[:-1].tolist()
 
     def _words(self, tokens: list[int], times: list[float], probs: Optional[list[float]], end: float) -> list[dict]:
         """Words from token timestamps (each token's time is when it ends, as transformers aligns them).
@@ -170,44 +166,6 @@ class TransformersBackend(Backend):
             known = [x for x in w.pop("_probs") if x is not None]
             w["probability"] = float(np.mean(known)) if known else None
         return words
-
-    def transcribe(self, audio: np.ndarray, options: Options) -> Transcription:
-        import torch
-
-        d = options.decode
-        inputs = self.processor.feature_extractor(
-            np.asarray(audio), sampling_rate=SAMPLE_RATE, return_tensors="pt", truncation=False,
-            padding="longest", return_attention_mask=True)
-        if inputs.input_features.shape[-1] < 3000:  # short audio: generate wants exactly 30 s
-            inputs = self.processor.feature_extractor(np.asarray(audio), sampling_rate=SAMPLE_RATE,
-                                                      return_tensors="pt", return_attention_mask=True)
-        kwargs = self._generate_kwargs(d, d.temperatures[0])
-        kwargs.update(temperature=d.temperatures if len(d.temperatures) > 1 else d.temperatures[0],
-                      do_sample=len(d.temperatures) > 1 or d.temperatures[0] > 0,
-                      condition_on_prev_tokens=options.condition_on_previous_text,
-                      compression_ratio_threshold=COMPRESSION_RATIO_THRESHOLD, logprob_threshold=LOGPROB_THRESHOLD,
-                      no_speech_threshold=NO_SPEECH_THRESHOLD)
-        with torch.inference_mode():
-            out = self.model.generate(inputs.input_features.to(self.model.device, self.dtype),
-                                      attention_mask=inputs.attention_mask.to(self.model.device),
-                                      return_segments=True, return_token_timestamps=d.word_timestamps, **kwargs)
-        tokenizer = self.processor.tokenizer
-        duration = round(len(audio) / SAMPLE_RATE, 3)
-        segments = []
-        for s in out["segments"][0]:
-            ids = [int(t) for t in s["tokens"].tolist()]
-            text = tokenizer.decode([t for t in ids if t < self.timestamp_begin], skip_special_tokens=True)
-            if not text.strip():
-                continue
-            words = None
-            if d.word_timestamps:  # token times are already shifted to the audio's time here
-                words = tuple(Word(start=round(w["start"], 3), end=round(w["end"], 3), word=w["word"])
-                              for w in self._words(ids, s["token_timestamps"].tolist(), None, float(s["end"])))
-            segments.append(Segment(id=len(segments), start=round(float(s["start"]), 3),
-                                    end=round(min(float(s["end"]), duration), 3), text=text, words=words))
-        language = "en" if self.english_only else (d.language or "")
-        return Transcription(text="".join(s.text for s in segments).strip(), language=language, duration=duration,
-                             segments=tuple(segments))
 
 
 BACKEND = TransformersBackend

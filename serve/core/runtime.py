@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from ..backends.base import Backend
-from ..errors import ModelNotReadyError
+from ..errors import ModelNotReadyError, ServiceFaultError
 from ..settings import Settings
+from .engine import Engine
 from .options import TranscribeOptions, resolve
 from .scheduler import Job, Scheduler, SchedulerConfig
 
@@ -41,18 +41,26 @@ def scheduler_config(settings: Settings, device_kind: str) -> SchedulerConfig:
     cores = len(os.sched_getaffinity(0))
     return SchedulerConfig(
         max_batch=settings.max_batch or (16 if cuda else 4),
-        packing=settings.packing == "on" or (settings.packing == "auto" and not cuda),
+        packing=settings.packing,
         decode_workers=settings.decode_workers or max(2, min(cores, 8)),
         max_audio_seconds=settings.max_audio_seconds,
-        sequential_seconds=settings.window_seconds,
+        engine_timeout_s=settings.engine_timeout_s,
     )
 
 
 class Runtime:
-    def __init__(self, settings: Settings, loader: Optional[Callable[[Settings], Backend]] = None):
+    """Loads the engine (``loader``: settings -> Engine, from the layer above), warms it up, and serves it.
+
+    ``on_unhealthy(reason)`` runs once if the engine can no longer serve (the worker
+    process exits there, so that it is replaced).
+    """
+
+    def __init__(self, settings: Settings, loader: Callable[[Settings], Engine],
+                 on_unhealthy: Callable[[str], None] = lambda reason: None):
         self.settings = settings
         self._loader = loader
-        self.backend: Optional[Backend] = None
+        self._on_unhealthy = on_unhealthy
+        self.backend: Optional[Engine] = None
         self.scheduler: Optional[Scheduler] = None
         self.error: Optional[BaseException] = None
         self.load_seconds: Optional[float] = None
@@ -81,13 +89,10 @@ class Runtime:
     def _load(self) -> None:
         try:
             start = time.monotonic()
-            loader = self._loader
-            if loader is None:
-                from ..backends import load_backend as loader
-            backend = loader(self.settings)
+            backend = self._loader(self.settings)
             # A WHISPER_* default the model cannot honour would fail every request: fail at start instead.
             resolve(TranscribeOptions(), self.settings.defaults, backend.capabilities)
-            scheduler = Scheduler(backend, scheduler_config(self.settings, backend.device.kind))
+            scheduler = Scheduler(backend, scheduler_config(self.settings, backend.device.kind), self._on_unhealthy)
             if self.settings.warmup:
                 self._warm_up(scheduler, backend)
             self.load_seconds = time.monotonic() - start
@@ -99,12 +104,19 @@ class Runtime:
         log.info("model ready in %.1f s: %s; %s", self.load_seconds, backend.describe(), scheduler.config)
         self._ready.set()
 
-    def _warm_up(self, scheduler: Scheduler, backend: Backend) -> None:
+    def _warm_up(self, scheduler: Scheduler, backend: Engine) -> None:
         """Transcribe a short spoken sentence shipped with the package, the whole way through."""
         start = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="warmup-", dir=self.settings.scratch_dir) as scratch:
             options = resolve(TranscribeOptions(), self.settings.defaults, backend.capabilities)
-            result = scheduler.submit(WARMUP_AUDIO, Path(scratch), options).wait(timeout=600)
+            job = scheduler.submit(WARMUP_AUDIO, Path(scratch), options)
+            try:
+                result = job.wait(timeout=600)
+            finally:
+                scheduler.cancel(job)  # a no-op once done
+                released = threading.Event()
+                job.release(released.set)
+                released.wait(600)  # the folder goes only once nothing reads it
         expected = set(_words(WARMUP_TEXT))
         heard = set(_words(result.text)) & expected
         if len(heard) < WARMUP_MIN_WORDS * len(expected):
@@ -116,7 +128,20 @@ class Runtime:
         if self.scheduler is not None:
             self.scheduler.shutdown(grace_s)
 
-    def require_ready(self) -> Backend:
+    @property
+    def problem(self) -> Optional[str]:
+        """Why this worker cannot serve now (loading, failed to load, engine unhealthy), or None."""
+        if self.scheduler is not None and not self.scheduler.health.ok:
+            return f"the engine can no longer serve: {self.scheduler.health.problem}"
+        if self.backend is not None:
+            return None
+        if self.error is not None:
+            return f"the model failed to load: {self.error}"
+        return "the model is still loading; retry when /ping answers 200"
+
+    def require_ready(self) -> Engine:
+        if self.scheduler is not None and not self.scheduler.health.ok:
+            raise ServiceFaultError(f"{self.problem}; send the request again")
         if self.backend is not None:
             return self.backend
         if self.error is not None:

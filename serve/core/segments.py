@@ -12,9 +12,9 @@ original audio:
 - without: consecutive windows of the whole audio, each cut at the quietest
   moment of its last seconds, so no word is cut in two.
 
-Sequential requests (``condition_on_previous_text``) get long windows of
-contiguous speech, up to ``sequential_seconds``, which the engine's own
-long-form loop decodes.
+Sequential requests (``condition_on_previous_text``) get the same windows;
+the scheduler decodes them one at a time, each with the text before it as
+its prompt.
 
 Memory stays bounded: the VAD reads ``VAD_BLOCK_S`` at a time from the PCM file.
 """
@@ -34,8 +34,6 @@ VAD_BLOCK_S = 120.0
 """Audio the VAD looks at per step: the first windows are ready once this much is decoded."""
 MAX_GAP_S = 1.0
 """A pause inside a window is kept up to this long; Whisper needs some silence to close a segment."""
-JOIN_GAP_S = 2.0
-"""Speech regions closer than this stay one region for sequential decoding."""
 CUT_SEARCH_S = 5.0
 """Without the VAD, a window is cut at the quietest 100 ms of its last seconds."""
 
@@ -115,18 +113,13 @@ def join(regions: list[tuple[int, int]], max_gap_s: float) -> Window:
     return Window(tuple(pieces))
 
 
-def windows(audio: AudioFile, options: Options, sequential_seconds: float,
+def windows(audio: AudioFile, options: Options,
             vad_slot: Callable[[], ContextManager] = contextlib.nullcontext) -> Iterator[Window]:
     """The request's windows in order, yielded as soon as the decoded audio allows.
 
     ``vad_slot`` is held around each VAD step (the scheduler bounds how many run at once).
     """
-    if options.sequential and options.vad_filter:
-        yield from _sequential(_speech(audio, options.chunk_length_s, vad_slot), sequential_seconds, audio)
-    elif options.sequential:
-        for start, end in _cuts(audio, sequential_seconds):
-            yield Window((Piece(start, end, 0),))
-    elif options.vad_filter:
+    if options.vad_filter:
         yield from _pack(_speech(audio, options.chunk_length_s, vad_slot), options.chunk_length_s)
     else:
         for start, end in _cuts(audio, options.chunk_length_s):
@@ -144,29 +137,6 @@ def _pack(regions: Iterator[tuple[int, int]], chunk_length_s: float) -> Iterator
         current.append(region)
     if current:
         yield join(current, MAX_GAP_S)
-
-
-def _sequential(regions: Iterator[tuple[int, int]], limit_s: float, audio: AudioFile) -> Iterator[Window]:
-    """Speech regions merged across short pauses, each a window up to ``limit_s`` (cut where quietest)."""
-    limit = int(limit_s * SAMPLE_RATE)
-
-    def emit(start: int, end: int) -> Iterator[Window]:
-        while end - start > limit:
-            cut = start + quietest(audio.read(start, start + limit), CUT_SEARCH_S * 6)
-            yield Window((Piece(start, cut, 0),))
-            start = cut
-        yield Window((Piece(start, end, 0),))
-
-    current = None
-    for start, end in regions:
-        if current and start - current[1] <= JOIN_GAP_S * SAMPLE_RATE:
-            current = (current[0], end)
-            continue
-        if current:
-            yield from emit(*current)
-        current = (start, end)
-    if current:
-        yield from emit(*current)
 
 
 def _cuts(audio: AudioFile, chunk_length_s: float) -> Iterator[tuple[int, int]]:

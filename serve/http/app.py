@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
 import uuid
 from dataclasses import replace
@@ -25,6 +26,7 @@ from typing import Optional
 
 from flask import Flask, Response, g, request
 
+from ..backends import load_backend
 from ..core.runtime import Runtime
 from ..settings import Settings
 from . import openai_api
@@ -37,6 +39,8 @@ log = logging.getLogger(__name__)
 
 MAX_PAYLOAD_MB = 100
 """SageMaker's ceiling for MaxConcurrentTransforms x MaxPayloadInMB in a transform job."""
+UNHEALTHY_EXIT_S = 5.0
+"""A worker whose engine can no longer serve answers 503 this long, then exits; gunicorn starts a new one."""
 
 
 def create_app(settings: Optional[Settings] = None, runtime: Optional[Runtime] = None) -> Flask:
@@ -45,7 +49,7 @@ def create_app(settings: Optional[Settings] = None, runtime: Optional[Runtime] =
     settings = replace(settings, scratch_dir=worker_scratch(settings.scratch_dir, os.getpid()))
     settings.scratch_dir.mkdir(parents=True, exist_ok=True)
     _configure_logging(settings)
-    runtime = runtime or Runtime(settings).start()
+    runtime = runtime or Runtime(settings, load_backend, on_unhealthy=_exit_later).start()
     cap = int(settings.max_body_mb * 1e6) or None
 
     app = Flask("serve")
@@ -65,13 +69,11 @@ def create_app(settings: Optional[Settings] = None, runtime: Optional[Runtime] =
 
     @app.get("/ping")
     def ping():
-        if runtime.ready:
-            return Response(status=200, mimetype="text/plain")  # empty; Flask's default label is text/html
         try:
-            runtime.require_ready()
+            runtime.require_ready()  # loaded, warmed up, and the engine still serves
         except Exception as exc:  # noqa: BLE001 - the reason, as JSON
             return error_response(exc)
-        return Response(status=200, mimetype="text/plain")  # pragma: no cover - became ready meanwhile
+        return Response(status=200, mimetype="text/plain")  # empty; Flask's default label is text/html
 
     @app.get("/execution-parameters")
     def execution_parameters():
@@ -101,6 +103,23 @@ def create_app(settings: Optional[Settings] = None, runtime: Optional[Runtime] =
         return error_response(exc)
 
     return app
+
+
+def _exit_later(reason: str) -> None:
+    """The engine can no longer serve (a device error, a hung call...): only a new process can.
+
+    The worker answers 503 (requests and /ping) for ``UNHEALTHY_EXIT_S``, then
+    exits at once (a hung engine call would block a graceful exit); gunicorn's
+    master starts a new worker, which loads the model again.
+    """
+    def leave() -> None:
+        log.critical("worker %d exits: %s", os.getpid(), reason)
+        logging.shutdown()
+        os._exit(1)
+
+    timer = threading.Timer(UNHEALTHY_EXIT_S, leave)
+    timer.daemon = True
+    timer.start()
 
 
 def worker_scratch(root: Path, pid: int) -> Path:

@@ -26,7 +26,7 @@ from flask import Response, g, request, stream_with_context
 
 from ..core.results import Segment, Transcription
 from ..core.runtime import Runtime
-from ..core.scheduler import Job
+from ..core.job import Job
 from ..errors import CancelledError
 from ..settings import Settings
 from .errors import error_type, status_of
@@ -50,14 +50,12 @@ class StreamFormat(Protocol):
 class Transcribing:
     """A submitted request: its job, scratch folder, deadline and client, until its answer is complete."""
 
-    def __init__(self, runtime: Runtime, job: Job, scratch: ScratchDir, timeout: float, record: dict,
-                 invocation: Invocation):
+    def __init__(self, runtime: Runtime, job: Job, scratch: ScratchDir, timeout: float, record: dict):
         self.runtime = runtime
         self.job = job
         self.scratch = scratch
         self.timeout = timeout
         self.record = record
-        self.invocation = invocation
         self.watch = ClientWatch(request.environ)
 
     @classmethod
@@ -77,11 +75,12 @@ class Transcribing:
             scratch.close()
             raise
         remaining = settings.timeout - (time.monotonic() - g.started)
-        return cls(runtime, job, scratch, max(remaining, 1.0), record, invocation)
+        return cls(runtime, job, scratch, max(remaining, 1.0), record)
 
     def events(self) -> Iterator[tuple[str, object]]:
         """The job's events (see ``Job.events``). A reader that stops early, a timeout or a client
-        that left cancels the job's remaining work; the scratch folder goes when this ends."""
+        that left cancels the job's remaining work. The scratch folder goes when this ends and
+        nothing of the scheduler reads it any more (an engine call in flight may still)."""
         try:
             yield from self.job.events(timeout=self.timeout, poll=self.watch.check)
         except GeneratorExit:  # the reader stopped (client gone mid-stream); after "done", a no-op
@@ -91,7 +90,7 @@ class Transcribing:
             self.runtime.scheduler.cancel(self.job, exc)
             raise
         finally:
-            self.scratch.close()
+            self.job.release(self.scratch.close)
 
     def result(self) -> tuple[Transcription, dict]:
         """Wait for the whole transcription (logged as a success); with ``_finish``'s fields."""

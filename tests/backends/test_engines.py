@@ -56,7 +56,7 @@ def test_long_file_without_vad_is_complete(named_engine, long_clip):
 
 @pytest.mark.parametrize("name", BACKEND_NAMES)
 def test_sequential_long_form_is_complete(named_engine, minute_clip, name):
-    """condition_on_previous_text: the engine's own long-form loop, not batched."""
+    """condition_on_previous_text: Whisper's 30 s windows one at a time, each with the text before as prompt."""
     result = named_engine(name).transcribe(minute_clip.path, condition_on_previous_text=True)
     assert speech.incomplete(minute_clip, result.text, result.segments) == []
     assert any(s.start > 30 for s in result.segments), "the later windows are missing or not shifted"
@@ -98,19 +98,12 @@ def test_openai_and_ctranslate2_float32_greedy_agree(named_engine, corpus):
         assert a == b, f"{clip.path.name}: openai {a!r} != ctranslate2 {b!r}"
 
 
-def _rejected_options() -> list[tuple[str, str]]:
-    return [(name, option) for name in BACKEND_NAMES
-            for option, reason in backend_class(name).support.items() if reason is not None]
-
-
-_TURN_ON = {"initial_prompt": "Stella"}
-
-
-@pytest.mark.parametrize("name,option", _rejected_options())
-def test_unsupported_option_is_rejected_by_name(named_engine, name, option):
-    with pytest.raises(UnsupportedOptionError) as err:
-        named_engine(name).options(**{option: _TURN_ON[option]})
-    assert option in err.value.message and name in err.value.message and err.value.param == option
+def test_every_engine_honours_every_option():
+    """No option is refused by any engine today (transformers takes prompts since 2026-12: ``prompt_ids``);
+    the refusal itself, naming the option and the engine, is tested in tests/core/test_options.py."""
+    for name in BACKEND_NAMES:
+        assert set(backend_class(name).support) == set(TranscribeOptions.names())
+        assert all(reason is None for reason in backend_class(name).support.values()), name
 
 
 @pytest.mark.parametrize("options,words", [
@@ -137,7 +130,7 @@ def test_beam_search_and_temperature_fallback(named_engine, corpus, name):
     assert speech.wer([clip.text], [result.text]) <= speech.MAX_CLIP_WER
 
 
-@pytest.mark.parametrize("name", ["openai", "ctranslate2"])
+@pytest.mark.parametrize("name", ["openai", "ctranslate2", "transformers"])
 def test_initial_prompt_steers_spelling(named_engine, corpus, name):
     result = named_engine(name).transcribe(corpus[1].path, initial_prompt="Stella, Stella.")
     assert "Stella" in result.text

@@ -5,7 +5,7 @@ Timings are never asserted: the fairness bound is counted in engine calls.
 
 from __future__ import annotations
 
-import time
+import threading
 from pathlib import Path
 
 import pytest
@@ -15,6 +15,7 @@ from serve.core.options import DecodeOptions
 from serve.errors import CancelledError
 from tests import speech
 from tests.conftest import BACKEND_NAMES, MODEL_CACHE
+from tests.core.injection import Gate, Wrapped, wait_until
 
 
 def _together(engine, clips, tmp_path: Path, options: list[dict] | None = None):
@@ -42,14 +43,15 @@ def test_batched_equals_one_by_one_for_greedy(named_engine, corpus, tmp_path, na
 
 
 @pytest.mark.parametrize("name", BACKEND_NAMES)
-def test_packed_clips_keep_their_own_words(named_engine, corpus, tmp_path, name):
-    """Packing several requests into one 30 s window (the CPU default).
+def test_packed_clips_keep_their_own_words_and_scores(named_engine, corpus, tmp_path, name):
+    """Packing several requests into one 30 s window (opt-in, WHISPER_PACKING=on).
 
     A packed clip is decoded with its neighbours' text as context, so its
     transcript may differ from the one it gets alone (measured: 7-8 of the 16
     clips differ, corpus WER 0.17-0.19 packed vs 0.18-0.19 alone). What must
-    hold: no request gets words that only its neighbours said, and accuracy
-    stays within the corpus bound.
+    hold: no request gets words that only its neighbours said, each gets
+    scores from its own tokens (no_speech_prob, a whole window's, is not any
+    one request's: null), and accuracy stays within the corpus bound.
     """
     engine = named_engine(name, WHISPER_PACKING="on")
     before = engine.scheduler.calls
@@ -57,14 +59,35 @@ def test_packed_clips_keep_their_own_words(named_engine, corpus, tmp_path, name)
     assert engine.scheduler.calls - before <= 4, "16 short clips should share a few packed engine calls"
     refs = [clip.text for clip in corpus]
     assert speech.wer(refs, [r.text for r in results]) <= speech.MAX_SET_WER
+    _assert_no_cross_talk(refs, results)
+    for i, result in enumerate(results):
+        assert result.duration == pytest.approx(speech.duration(corpus[i].path), abs=0.05)
+        assert all(0 <= s.start <= s.end <= result.duration + 0.05 for s in result.segments)
+    packed = [r for r in results if r.segments and r.segments[0].no_speech_prob is None]
+    assert len(packed) >= len(results) // 2, "most clips should keep their packed decode"
+    own = [(r.segments[0].avg_logprob, r.segments[0].compression_ratio) for r in packed]
+    assert len(set(own)) == len(own), "packed requests share scores: they are the pack's, not their own"
+    assert all(s.avg_logprob < 0 for r in packed for s in r.segments)
+
+
+def test_packing_never_mixes_requests_over_many_voices(named_engine, tmp_path):
+    """36 requests (18 sentences, each in two of the six voices), all packed together: no text holds a
+    three-word run of another request's sentence that its own sentence lacks."""
+    clips = [speech.speak(text, speech.VOICES[(i + shift) % len(speech.VOICES)])
+             for shift in (0, 3) for i, text in enumerate(speech.SENTENCES)]
+    engine = named_engine("ctranslate2", WHISPER_PACKING="on", WHISPER_MAX_BATCH="8")
+    results = _together(engine, clips, tmp_path)
+    _assert_no_cross_talk([c.text for c in clips], results)
+    assert speech.wer([c.text for c in clips], [r.text for r in results]) <= speech.MAX_SET_WER
+
+
+def _assert_no_cross_talk(refs: list[str], results) -> None:
     for i, result in enumerate(results):
         # a neighbour's words in this transcript would come as a phrase (a segment given to the wrong request)
         own = _trigrams(refs[i])
         others = set().union(*(_trigrams(r) for j, r in enumerate(refs) if j != i)) - own
         leaked = _trigrams(result.text) & others
         assert not leaked, f"{refs[i]!r} got its neighbours' words {leaked}: {result.text!r}"
-        assert result.duration == pytest.approx(speech.duration(corpus[i].path), abs=0.05)
-        assert all(0 <= s.start <= s.end <= result.duration + 0.05 for s in result.segments)
 
 
 def _trigrams(text: str) -> set[tuple[str, ...]]:
@@ -85,43 +108,54 @@ def test_concurrent_requests_get_their_own_options(named_engine, corpus, tmp_pat
     assert "Stella" in together[1].text
 
 
-def test_a_long_request_does_not_hold_back_a_short_one(named_engine, long_clip, corpus, tmp_path):
-    """A short request is decoded in the engine call after the one in flight when it arrives.
-
-    The bound, counted in engine calls: the short request's window is in the
-    first or second call that starts after it arrives (the second when its
-    ffmpeg and VAD are not done before the first), while the long one still
-    has windows to go.
-    """
-    engine = named_engine("ctranslate2", WHISPER_PACKING="off", WHISPER_MAX_BATCH="2")  # 7 windows: 4 calls
-    (tmp_path / "long").mkdir()
-    (tmp_path / "short").mkdir()
-    long_job = engine.submit(long_clip.path, tmp_path / "long")
-    next(iter(long_job.events(timeout=600)))  # the long request's first segments are out
-    arrived = engine.scheduler.calls
-    short_job = engine.submit(corpus[2].path, tmp_path / "short")
-    short = short_job.wait(timeout=600)
-    assert long_job.result is None, "the long request finished first: the test proved nothing"
-    assert short_job.first_call - arrived <= 2, f"the short request waited {short_job.first_call - arrived} calls"
-    assert "weather" in short.text.lower()
-    assert speech.incomplete(long_clip, long_job.wait(600).text, long_job.result.segments) == []
+@pytest.mark.parametrize("lane", [{}, {"condition_on_previous_text": True}], ids=["batched", "sequential"])
+def test_a_long_request_does_not_hold_back_a_short_one(real, long_clip, marked, run, lane):
+    """A short request is in the engine call right after the one in flight when it is ready, whatever the
+    long request asked for; the long one then goes on. Counted in engine calls, never in seconds."""
+    gate = Gate()
+    r = run(Wrapped(real, gate), max_batch=2)
+    long_job = r.submit(long_clip.path, **lane)
+    gate.wait_entered()  # the long request's first call is in the engine
+    short_job = r.submit(marked)
+    wait_until(lambda: short_job.cut_all, what="the short request cut")
+    in_flight = len(r.engine.calls)
+    gate.open_all()
+    short_job.wait(600)
+    long_result = long_job.wait(600)
+    marks = [marked_windows for _, marked_windows, _, _ in r.engine.calls]
+    assert marks.index(1) == in_flight, f"the short request waited {marks.index(1) - in_flight} engine calls"
+    assert len(marks) > in_flight + 2, "the long request had nothing left to decode: the test proved nothing"
+    assert speech.incomplete(long_clip, long_result.text, long_result.segments) == []
 
 
-def test_a_cancelled_request_is_dropped(named_engine, long_clip, tmp_path):
-    """Cancel (a timeout, a client that left): its remaining windows never reach the engine."""
-    engine = named_engine("ctranslate2", WHISPER_PACKING="off")
-    job = engine.submit(long_clip.path, tmp_path)
-    events = job.events(timeout=600)
-    next(events)
-    engine.scheduler.cancel(job)
-    cancelled_at = engine.scheduler.calls
+def test_sequential_windows_take_the_text_before_as_prompt(real, minute_clip, run):
+    """condition_on_previous_text: each 30 s window is decoded with the request's text so far as its prompt
+    (what Whisper's own loop does), one window per engine call."""
+    r = run(Wrapped(real))
+    result = r.submit(minute_clip.path, condition_on_previous_text=True, initial_prompt="Once upon a time.").wait(600)
+    prompts = [options.initial_prompt for n, _, options, _ in r.engine.calls]
+    assert all(n == 1 for n, *_ in r.engine.calls), "a sequential request is decoded one window at a time"
+    assert len(prompts) >= 3 and prompts[0] == "Once upon a time."
+    for prompt in prompts[1:]:
+        assert prompt.startswith("Once upon a time.") and prompt[len("Once upon a time."):].strip() in result.text
+    assert speech.incomplete(minute_clip, result.text, result.segments) == []
+
+
+@pytest.mark.parametrize("lane", [{}, {"condition_on_previous_text": True}], ids=["batched", "sequential"])
+def test_a_cancelled_request_is_dropped(real, long_clip, run, lane):
+    """Cancel (a timeout, a client that left): its remaining windows never reach the engine, its ffmpeg stops."""
+    gate = Gate()
+    r = run(Wrapped(real, gate), max_batch=2)
+    job = r.submit(long_clip.path, **lane)
+    gate.wait_entered()
+    r.scheduler.cancel(job)
+    gate.open_all()
     with pytest.raises(CancelledError):
-        next(events)
-    assert not job.queue and not job.outstanding or job.cancelled.is_set()
-    time.sleep(3)
-    assert engine.scheduler.calls == cancelled_at, "the engine went on with a cancelled request"
-    assert job.audio.wait_for(1 << 62, timeout=10) and job.audio.done  # its ffmpeg is gone too
-    assert job not in engine.scheduler._jobs
+        job.wait(600)
+    assert job.cancelled.is_set() and not job.queue and job not in r.scheduler._jobs
+    wait_until(lambda: job.audio.done, what="its ffmpeg stopped")
+    wait_until(lambda: not any(t.name == f"cut-{job.id}" for t in threading.enumerate()), what="its cutter ended")
+    assert len(r.engine.calls) == 1, "the engine went on with a cancelled request"
 
 
 def test_a_request_submitted_during_shutdown_is_refused(named_engine, corpus, tmp_path):

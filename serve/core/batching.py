@@ -1,0 +1,91 @@
+"""Which windows go into the next engine call: lanes taking turns, round robin, equal options, at most a batch.
+
+Requests with work queued take turns at being the head of an engine call:
+the head is the request served least recently, and a request that just
+arrived has not been served at all. So a request that arrives while a 3-hour
+file is being decoded is in the next call, whatever either request asked for:
+
+- **the batched lane**: the head's windows and those of every other waiting
+  request with equal decoding options, one window per request per round,
+  until ``max_batch`` engine windows are filled (with packing on, short
+  windows of several requests share one engine window);
+- **the sequential lane** (``condition_on_previous_text``): the head's next
+  window alone, with its previous text as the prompt; one window per call,
+  so the request takes turns with everyone else at Whisper's 30 s windows
+  and can be cancelled between them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Optional, Sequence
+
+from .audio import SAMPLE_RATE
+from .job import Entry, Job
+from .options import DecodeOptions
+from .packing import PACK_GAP, fits
+
+MAX_WINDOW = 30 * SAMPLE_RATE
+"""Whisper's window: no engine window (packed or not) is longer."""
+
+
+@dataclass
+class Call:
+    """One engine call: packs of windows (one request each, or several when packed), all with ``options``."""
+
+    number: int
+    options: DecodeOptions
+    packs: list[list[Entry]]
+
+    @property
+    def entries(self) -> list[Entry]:
+        return [e for pack in self.packs for e in pack]
+
+    @property
+    def jobs(self) -> list[Job]:
+        return list({id(e.job): e.job for e in self.entries}.values())
+
+
+def next_call(jobs: Sequence[Job], number: int, max_batch: int, packing: bool) -> Optional[Call]:
+    """Take the windows of the next engine call (number ``number``) from the queues of ``jobs`` (oldest first).
+
+    The caller holds the scheduler's lock. None when no request has a window queued.
+    """
+    waiting = [j for j in jobs if j.queue]
+    if not waiting:
+        return None
+    head = min(waiting, key=lambda j: j.last_turn)  # the least recently served; a new request has had none
+    head.last_turn = number
+    if head.options.sequential:
+        prompt = head.previous_text().strip() or None
+        return Call(number, replace(head.options.decode, initial_prompt=prompt), [[head.queue.popleft()]])
+    options = head.options.decode
+    order = [head] + [j for j in jobs if j is not head and j.queue and not j.options.sequential
+                      and j.options.decode == options]
+    packable = packing and options.language is not None  # a pack's windows share one language
+    packs: list[list[Entry]] = []
+    used: list[int] = []
+    progressed = True
+    while progressed:
+        progressed = False
+        for job in order:  # one window per request per round
+            if not job.queue:
+                continue
+            entry = job.queue[0]
+            size = entry.window.length
+            spot = None
+            if packable and not entry.solo:
+                spot = next((i for i, p in enumerate(packs) if not p[0].solo and fits(used[i], size, MAX_WINDOW)),
+                            None)
+            if spot is not None:
+                packs[spot].append(entry)
+                used[spot] += PACK_GAP + size
+            elif len(packs) < max_batch:
+                packs.append([entry])
+                used.append(size)
+            else:
+                continue
+            job.queue.popleft()
+            progressed = True
+    return Call(number, options, packs)
+
