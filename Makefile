@@ -28,6 +28,7 @@ image: setup
 bench: setup
 	test -f .cache/bench-audio/manifest.json || .venv/bin/python bench/throughput.py prepare
 	.venv/bin/python bench/throughput.py run
+	.venv/bin/python bench/isolation.py --rounds 2
 	.venv/bin/python bench/memory.py
 
 lint: setup
