@@ -6,6 +6,7 @@ Timings are never asserted: the fairness bound is counted in engine calls.
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -220,3 +221,44 @@ def test_silence_and_noise_give_no_text(engine, silence_and_noise, kind):
     result = engine.transcribe(silence_and_noise[kind])
     assert result.text == "" and result.segments == (), result.text[:200]
     assert result.duration == pytest.approx(600, abs=0.1)
+
+
+class _StopsEarly(Wrapped):
+    """The real engine, except that the first decode of each window stops after its first segment, with the
+    rest unfinished (``resume_at``), as Whisper sometimes does."""
+
+    def __init__(self, inner):
+        super().__init__(inner)
+        self.cut = 0
+
+    def decode(self, windows, options, temperature, scores=False):
+        out = super().decode(windows, options, temperature, scores)
+        if self.cut:
+            return out
+        self.cut += 1
+        return [replace(d, segments=d.segments[:1], resume_at=d.segments[0].end) if len(d.segments) > 1 else d
+                for d in out]
+
+
+def test_a_window_left_unfinished_is_decoded_again_from_where_it_stopped(real, corpus, run, tmp_path):
+    """Whisper's loop seeks to where the decoder stopped; the scheduler decodes the rest of the window again,
+    and the request's segments come out in order, nothing lost."""
+    import wave
+
+    import numpy as np
+
+    two = tmp_path / "two-sentences.wav"
+    parts = [speech.load_pcm(corpus[i].path) for i in (2, 3)]
+    with wave.open(str(two), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
+        pcm = np.concatenate([parts[0], np.zeros(8000, np.float32), parts[1]])
+        w.writeframes((np.clip(pcm, -1, 1) * 32767).astype(np.int16).tobytes())
+    whole = run(Wrapped(real)).submit(two).wait(600)
+    assert len(whole.segments) >= 2, "the test needs a window of two segments"
+    r = run(_StopsEarly(real))
+    result = r.submit(two).wait(600)
+    assert len(r.engine.calls) == 2, "the rest of the window was not decoded again"
+    assert speech.wer([corpus[2].text + " " + corpus[3].text], [result.text]) <= speech.MAX_SET_WER
+    starts = [s.start for s in result.segments]
+    assert starts == sorted(starts) and [s.id for s in result.segments] == list(range(len(starts)))
+    assert result.segments[0].text == whole.segments[0].text
