@@ -41,10 +41,9 @@ def scheduler_config(settings: Settings, device_kind: str) -> SchedulerConfig:
     cores = len(os.sched_getaffinity(0))
     return SchedulerConfig(
         max_batch=settings.max_batch or (16 if cuda else 4),
-        packing=settings.packing == "on" or (settings.packing == "auto" and not cuda),
+        packing=settings.packing,
         decode_workers=settings.decode_workers or max(2, min(cores, 8)),
         max_audio_seconds=settings.max_audio_seconds,
-        sequential_seconds=settings.window_seconds,
     )
 
 
