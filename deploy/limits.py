@@ -46,6 +46,9 @@ ENV_KEY_MAX = 1024
 ENV_VALUE_MAX = 1024
 TRANSFORM_ENV_MAX_ENTRIES = 16  # CreateTransformJob.Environment
 TRANSFORM_ENV_VALUE_MAX = 10240
+DIRECT_RUN_ONLY = "WHISPER_API_KEY"
+"""The container's key for direct runs: on SageMaker, IAM guards InvokeEndpoint and the container receives no
+Authorization header, so with it set every request would be refused (401)."""
 ENV_KEY_PATTERN = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 # --- hosting -------------------------------------------------------------------
@@ -159,6 +162,10 @@ def check_environment(
 ) -> Mapping[str, str]:
     if len(env) > max_entries:
         _fail(f"{field} may have at most {max_entries} entries", len(env))
+    if DIRECT_RUN_ONLY in env:  # the value is a secret: named, never printed
+        _fail(f"{field} must not set {DIRECT_RUN_ONLY}: it is for direct runs (ECS, EKS, a laptop). On SageMaker, "
+              "IAM guards InvokeEndpoint and the container receives no Authorization header, so every request "
+              "would get 401", DIRECT_RUN_ONLY)
     for key, value in env.items():
         if not key or len(key) > ENV_KEY_MAX or not ENV_KEY_PATTERN.match(key):
             _fail(f"{field} keys must be 1 to {ENV_KEY_MAX} characters matching [a-zA-Z_][a-zA-Z0-9_]*", key)

@@ -1,113 +1,276 @@
 """Every setting of the container, read once from the environment.
 
-One typed object; each field says which variable sets it and why it exists.
-The README's settings table is this file in prose: keep them together.
+One table: the fields of ``Settings``. Each one says, through ``setting()``,
+the variable that sets it, what that variable takes, its default and why it
+exists; ``from_env`` reads them all the same way. A value that does not read
+(``WHISPER_WARMUP=flase``, ``WHISPER_MAX_BATCH=many``) stops the start with a
+message naming the variable and what it takes: a typo must not quietly mean
+the default. The README's settings table is printed from this table
+(``python -m serve.settings``), and a test keeps the two equal.
+
+Not pydantic-settings: it reads ``os.environ`` itself (``from_env`` takes any
+mapping, which the tests use), decodes list variables as JSON, and would turn
+``Settings`` into a model where ``dataclasses.replace`` and plain construction
+no longer work; the parsing here is a handful of one-line readers.
 """
 
 from __future__ import annotations
 
 import glob
 import os
+import re
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
-from .core.options import TranscribeOptions, as_float, as_int, parse_options
+from .core.options import TranscribeOptions, parse_options
 from .errors import InvalidParameterError
 
 BACKENDS = ("auto", "openai", "transformers", "ctranslate2")
-PACKING = ("on", "off")
+COMPUTE_TYPES = ("auto", "float32", "float16", "bfloat16", "int8", "int8_float32", "int8_float16",
+                 "int8_bfloat16", "int16")
+"""What ctranslate2 takes; the torch backends take float32, float16 and bfloat16 (checked when the model loads)."""
+LOG_LEVELS = ("debug", "info", "warning", "error")
+TRUE = ("true", "on", "yes", "1")
+FALSE = ("false", "off", "no", "0")
+S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+API_KEY = re.compile(r"^[\x21-\x7e]{16,}$")  # what fits in a header: printable ASCII, no spaces
+
+RETIRED = {
+    "WHISPER_BATCH_SIZE": "WHISPER_BATCH_SIZE is retired: the server batches windows of all concurrent requests "
+                          "itself; set WHISPER_MAX_BATCH to bound an engine call",
+    "WHISPER_WINDOW_SECONDS": "WHISPER_WINDOW_SECONDS is retired: condition_on_previous_text requests are now "
+                              "decoded in Whisper's own 30 s windows, taking turns with the other requests",
+}
+"""Variables that once meant something: set, they stop the start rather than being ignored."""
+
+
+# --- readers: a string from the environment -> a value, and what the variable takes, in words -----
+
+
+@dataclass(frozen=True)
+class Kind:
+    read: Callable[[str], Any]
+    """Raises ValueError for a value it cannot read (or InvalidParameterError with its own message)."""
+    takes: str
+    """What the variable takes, for the error message and the README."""
+
+
+def flag() -> Kind:
+    def read(raw: str) -> bool:
+        value = raw.strip().lower()
+        if value not in TRUE + FALSE:
+            raise ValueError(raw)
+        return value in TRUE
+    return Kind(read, "true or false (also on/off, yes/no, 1/0)")
+
+
+def choice(*allowed: str) -> Kind:
+    def read(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in allowed:
+            raise ValueError(raw)
+        return value
+    return Kind(read, "one of " + ", ".join(allowed))
+
+
+def integer(low: int, high: Optional[int] = None) -> Kind:
+    def read(raw: str) -> int:
+        value = int(raw.strip())
+        if value < low or (high is not None and value > high):
+            raise ValueError(raw)
+        return value
+    return Kind(read, f"an integer from {low} to {high}" if high is not None else f"an integer, at least {low}")
+
+
+def number(low: float = 0.0, *, above: bool = False) -> Kind:
+    """A finite number, at least ``low`` (more than ``low`` when ``above``)."""
+    def read(raw: str) -> float:
+        value = float(raw.strip())
+        if value != value or value in (float("inf"), float("-inf")) or value < low or (above and value == low):
+            raise ValueError(raw)
+        return value
+    return Kind(read, f"a number, {'above' if above else 'at least'} {low:g}")
+
+
+def text() -> Kind:
+    return Kind(str.strip, "text")
+
+
+def path() -> Kind:
+    return Kind(lambda raw: Path(raw.strip()), "a path")
+
+
+def device() -> Kind:
+    def read(raw: str) -> str:
+        value = raw.strip().lower()
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+            raise ValueError(raw)
+        return value
+    return Kind(read, "auto, cpu, cuda or cuda:N")
+
+
+def packing() -> Kind:
+    boolean = flag()
+
+    def read(raw: str) -> bool:
+        if raw.strip().lower() == "auto":
+            raise InvalidParameterError("WHISPER_PACKING=auto is retired: packing is now off unless set to on "
+                                        "(WHISPER_PACKING=on), on every device", param="WHISPER_PACKING")
+        return boolean.read(raw)
+    return Kind(read, boolean.takes)
+
+
+def s3_prefixes() -> Kind:
+    """``s3://bucket`` or ``s3://bucket/prefix`` entries, separated by commas or spaces, kept as ``s3://bucket/prefix``
+    without a trailing slash (``s3://bucket/`` for a whole bucket): a prefix matches whole path segments."""
+    def read(raw: str) -> tuple[str, ...]:
+        entries = []
+        for entry in raw.replace(",", " ").split():
+            if not entry.startswith("s3://"):
+                raise ValueError(entry)
+            bucket, _, prefix = entry[len("s3://"):].partition("/")
+            prefix = prefix.strip("/")
+            if not S3_BUCKET.match(bucket) or any(s in (".", "..") for s in prefix.split("/")):
+                raise ValueError(entry)
+            entries.append(f"s3://{bucket}/{prefix}")
+        return tuple(entries)
+    return Kind(read, "s3://bucket or s3://bucket/prefix entries, separated by commas or spaces")
+
+
+def secret() -> Kind:
+    def read(raw: str) -> str:
+        if not API_KEY.match(raw):
+            raise ValueError("(not shown)")
+        return raw
+    return Kind(read, "at least 16 printable ASCII characters without spaces (e.g. from `openssl rand -hex 32`)")
+
+
+# --- the table ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Knob:
+    env: str
+    kind: Kind
+    doc: str
+    also: tuple[str, ...] = ()
+    """Other names read when ``env`` is unset."""
+    shown: Optional[str] = None
+    """The default as the README shows it, where the value itself depends on the machine."""
+    secret: bool = False
+    """Never echoed: not in errors, not in ``repr``."""
+
+    def parse(self, name: str, raw: str) -> Any:
+        try:
+            return self.kind.read(raw)
+        except InvalidParameterError:
+            raise
+        except ValueError:
+            value = "" if self.secret else f"={raw!r}"
+            raise InvalidParameterError(f"{name}{value} cannot be read: {name} takes {self.kind.takes}",
+                                        param=name) from None
+
+
+def setting(env: str, default: Any, kind: Kind, doc: str, *, also: tuple[str, ...] = (), shown: Optional[str] = None,
+            secret: bool = False) -> Any:
+    return field(default=default, repr=not secret,
+                 metadata={"knob": Knob(env, kind, doc, also, shown, secret)})
 
 
 @dataclass(frozen=True)
 class Settings:
-    model_dir: Path = Path("/opt/ml/model")
-    """WHISPER_MODEL_DIR (or SM_MODEL_DIR): where SageMaker extracts model.tar.gz.
-    Empty or missing: the embedded tiny.en default model is served."""
-
-    backend: str = "auto"
-    """WHISPER_BACKEND: auto | openai | transformers | ctranslate2. ``auto``
-    picks from the files in the model directory and logs why."""
-
-    hf_model_id: Optional[str] = None
-    """HF_MODEL_ID: a Hugging Face hub id loaded by the transformers backend
-    when the model directory is empty (needs network access)."""
-
-    device: str = "auto"
-    """WHISPER_DEVICE: auto | cpu | cuda | cuda:N. auto uses CUDA when present."""
-
-    compute_type: str = "auto"
-    """WHISPER_COMPUTE_TYPE: auto | float32 | float16 | int8 | int8_float16...
-    auto is float16 on GPU; on CPU int8 for ctranslate2, float32 for torch."""
-
-    cpu_threads: int = 0
-    """WHISPER_CPU_THREADS: threads for CPU inference, 0 = all cores of this worker."""
-
-    cache_dir: Path = Path.home() / ".cache" / "whisper-sagemaker"
-    """WHISPER_CACHE_DIR: where the embedded default is converted to the
-    openai / transformers layouts (once)."""
-
-    max_batch: int = 0
-    """WHISPER_MAX_BATCH: most windows of 30 s (from all concurrent requests) decoded in one
-    engine call. 0 = measured default: 16 on a GPU, 4 on a CPU."""
-
-    packing: bool = False
-    """WHISPER_PACKING: on | off (default off). Pack short windows of several requests into one 30 s
-    engine window: faster on a CPU, but a request's words then depend on who else was speaking."""
-
-    engine_timeout_s: float = 600.0
-    """WHISPER_ENGINE_TIMEOUT_S: an engine call running longer is hung: /ping answers 503."""
-
-    decode_workers: int = 0
-    """WHISPER_DECODE_WORKERS: ffmpeg processes (and VAD passes) running at once. 0 = one per core, 2 to 8."""
-
-    max_audio_seconds: float = 4 * 3600.0
-    """WHISPER_MAX_AUDIO_SECONDS: the longest audio one request may decode (413 beyond),
-    so a small body cannot buy hours of computing. 0 = no limit."""
+    model_dir: Path = setting(
+        "WHISPER_MODEL_DIR", Path("/opt/ml/model"), path(), also=("SM_MODEL_DIR",),
+        doc="where SageMaker extracts `model.tar.gz`. Empty or missing: the embedded tiny.en.")
+    backend: str = setting(
+        "WHISPER_BACKEND", "auto", choice(*BACKENDS),
+        doc="the engine; `auto` picks from the files in the model directory and logs why")
+    hf_model_id: Optional[str] = setting(
+        "HF_MODEL_ID", None, text(),
+        doc="a Hugging Face hub id for the transformers backend when the model directory is empty (needs network)")
+    device: str = setting(
+        "WHISPER_DEVICE", "auto", device(), doc="`auto` uses CUDA when present")
+    compute_type: str = setting(
+        "WHISPER_COMPUTE_TYPE", "auto", choice(*COMPUTE_TYPES),
+        doc="auto: float16 on GPU, int8 (ctranslate2) / float32 (torch) on CPU; the torch backends take float32, "
+            "float16 or bfloat16. The openai backend keeps float32 weights and runs float16 activations, as "
+            "`whisper.transcribe(fp16=True)` does")
+    cpu_threads: int = setting(
+        "WHISPER_CPU_THREADS", 0, integer(0), doc="CPU inference threads; 0 = the worker's share of the cores")
+    cache_dir: Path = setting(
+        "WHISPER_CACHE_DIR", Path.home() / ".cache" / "whisper-sagemaker", path(), shown="`~/.cache/whisper-sagemaker`",
+        doc="where the embedded default is converted for the openai / transformers backends (once)")
+    max_batch: int = setting(
+        "WHISPER_MAX_BATCH", 0, integer(0, 256),
+        doc="most 30 s windows (of all concurrent requests) in one engine call; 0 = measured: 16 on a GPU, 4 on a CPU")
+    packing: bool = setting(
+        "WHISPER_PACKING", False, packing(),
+        doc="pack short windows of several requests into one 30 s engine window: faster on a CPU, but a request's "
+            "words then depend on who else was speaking. Off unless set, on every device (`auto` is refused)")
+    engine_timeout_s: float = setting(
+        "WHISPER_ENGINE_TIMEOUT_S", 600.0, number(0, above=True),
+        doc="an engine call running longer is hung: the worker turns unhealthy and `/ping` answers 503")
+    decode_workers: int = setting(
+        "WHISPER_DECODE_WORKERS", 0, integer(0, 256),
+        doc="ffmpeg processes (and VAD passes) running at once; 0 = one per core, 2 to 8")
+    max_audio_seconds: float = setting(
+        "WHISPER_MAX_AUDIO_SECONDS", 4 * 3600.0, number(0),
+        doc="the longest audio one request may decode (413 beyond), so a small body cannot buy hours of computing; "
+            "0 = no limit")
+    max_body_mb: float = setting(
+        "WHISPER_MAX_BODY_MB", 0.0, number(0), doc="reject larger bodies (and S3 objects) with 413; 0 = no cap")
+    max_json_mb: float = setting(
+        "WHISPER_MAX_JSON_MB", 128.0, number(0, above=True),
+        doc="a larger JSON body is refused with 413 from its Content-Length, before it is read: send big audio as "
+            "the raw body or an `s3_uri`. Above batch transform's 100 MB `MaxPayloadInMB`, so no record of a "
+            "transform job is refused; raw and multipart bodies are not capped by it")
+    s3_allow: tuple[str, ...] = setting(
+        "WHISPER_S3_ALLOW", (), s3_prefixes(), shown="none",
+        doc="the S3 prefixes an `s3_uri` may name; none: `s3_uri` is refused. A prefix matches whole path "
+            "segments, not as a string: `s3://b/calls` allows `calls/a.wav`, not `calls2/a.wav`. Anything "
+            "else is refused before S3 is asked, with one answer whether or not the object exists")
+    api_key: Optional[str] = setting(
+        "WHISPER_API_KEY", None, secret(), secret=True,
+        doc="when set, every route but `/ping` needs `Authorization: Bearer <key>` (401 otherwise; the `openai` "
+            "client sends its `api_key` so). For direct runs (ECS, EKS, a laptop), where nothing else guards the "
+            "port; on SageMaker IAM guards the endpoint and no such header arrives, so `whisper-deploy` refuses it")
+    scratch_dir: Path = setting(
+        "WHISPER_TMP_DIR", Path(tempfile.gettempdir()) / "whisper-scratch", path(), shown="`/tmp/whisper-scratch`",
+        doc="request bodies and their decoded audio, one folder per request, removed when it ends; emptied at start "
+            "and when a worker dies (use a folder of its own)")
+    warmup: bool = setting(
+        "WHISPER_WARMUP", True, flag(),
+        doc="transcribe a short spoken sentence shipped in the package (and check the words) before `/ping` "
+            "turns 200")
+    port: int = setting(
+        "SAGEMAKER_BIND_TO_PORT", 8080, integer(1, 65535),
+        doc="the port SageMaker sends traffic to (nginx listens there)")
+    bind_host: str = setting(
+        "WHISPER_BIND_HOST", "0.0.0.0", text(),
+        doc="the address nginx listens on (local runs and tests use 127.0.0.1)")
+    client_timeout: int = setting(
+        "WHISPER_CLIENT_TIMEOUT_S", 60, integer(1, 3600),
+        doc="a client silent this long mid-body, or slower than this to send its headers, is dropped: nginx "
+            "closes the connection (it logs 408) and nothing reaches gunicorn")
+    server_threads: int = setting(
+        "WHISPER_SERVER_THREADS", 64, integer(4, 1024),
+        doc="connection threads per worker: each request waiting for its transcription holds one, so this bounds "
+            "the requests a worker batches (nginx answers 503 beyond it, minus 8 kept for `/ping`)")
+    workers: Optional[int] = setting(
+        "SAGEMAKER_MODEL_SERVER_WORKERS", None, integer(1), shown="one per GPU, 1 on CPU",
+        doc="gunicorn workers (each loads its own model)")
+    timeout: int = setting(
+        "SAGEMAKER_MODEL_SERVER_TIMEOUT", 3600, integer(1),
+        doc="seconds a request may take (async inference allows 3600)")
+    log_level: str = setting("WHISPER_LOG_LEVEL", "info", choice(*LOG_LEVELS), doc="the log's level")
 
     defaults: TranscribeOptions = field(default_factory=TranscribeOptions)
-    """Default transcription options, from WHISPER_LANGUAGE, WHISPER_TASK,
-    WHISPER_INITIAL_PROMPT, WHISPER_TEMPERATURE, WHISPER_BEAM_SIZE,
-    WHISPER_WORD_TIMESTAMPS, WHISPER_VAD_FILTER, WHISPER_CONDITION_ON_PREVIOUS_TEXT,
-    WHISPER_CHUNK_LENGTH_S. A request's parameters override them."""
-
-    max_body_mb: float = 0.0
-    """WHISPER_MAX_BODY_MB: reject larger bodies with 413. 0 = no cap (default)."""
-
-    scratch_dir: Path = Path(tempfile.gettempdir()) / "whisper-scratch"
-    """WHISPER_TMP_DIR: where request bodies and their decoded audio live, one folder per
-    request, removed when it ends. The server empties it at start: use a folder of its own."""
-
-    warmup: bool = True
-    """WHISPER_WARMUP: transcribe a short spoken sentence shipped in the package, and
-    check its words, before /ping turns 200."""
-
-    port: int = 8080
-    """SAGEMAKER_BIND_TO_PORT: the port SageMaker sends traffic to."""
-
-    bind_host: str = "0.0.0.0"
-    """WHISPER_BIND_HOST: the address the server listens on (local runs and tests use 127.0.0.1)."""
-
-    client_timeout: int = 60
-    """WHISPER_CLIENT_TIMEOUT_S: a client silent this long mid-body, or slower than this to send all its
-    headers, is dropped: nginx closes the connection without an answer (it logs 408, never sends it) and
-    nothing reaches gunicorn. nginx holds slow uploads, never a worker thread."""
-
-    server_threads: int = 64
-    """WHISPER_SERVER_THREADS: connection threads per worker. Each in-flight request holds
-    one while it waits for its transcription, so this bounds the requests a worker batches."""
-
-    workers: Optional[int] = None
-    """SAGEMAKER_MODEL_SERVER_WORKERS: gunicorn workers. Default: one per GPU, 1 on CPU."""
-
-    timeout: int = 3600
-    """SAGEMAKER_MODEL_SERVER_TIMEOUT: seconds a request may run (async allows 3600)."""
-
-    log_level: str = "info"
-    """WHISPER_LOG_LEVEL: debug | info | warning | error."""
+    """Default transcription options, from WHISPER_<OPTION> (``option_variables()``). A request's parameters
+    override them."""
 
     def visible_gpus(self) -> list[str]:
         """GPU ids this container may use (CUDA_VISIBLE_DEVICES, else the driver's), found without initialising CUDA."""
@@ -143,85 +306,77 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        """Read every setting from ``environ`` (``os.environ`` by default); an empty variable is an unset one."""
         env = os.environ if environ is None else environ
 
-        def get(*names: str) -> Optional[str]:
-            for name in names:
-                value = env.get(name)
-                if value not in (None, ""):
-                    return value
-            return None
+        def get(name: str) -> Optional[str]:
+            value = env.get(name)
+            return None if value in (None, "") else value
 
-        kwargs: dict = {}
-        if (v := get("WHISPER_MODEL_DIR", "SM_MODEL_DIR")) is not None:
-            kwargs["model_dir"] = Path(v)
-        if (v := get("WHISPER_BACKEND")) is not None:
-            kwargs["backend"] = _choice("WHISPER_BACKEND", v, BACKENDS)
-        if (v := get("HF_MODEL_ID")) is not None:
-            kwargs["hf_model_id"] = v
-        if (v := get("WHISPER_DEVICE")) is not None:
-            kwargs["device"] = v.strip().lower()
-        if (v := get("WHISPER_COMPUTE_TYPE")) is not None:
-            kwargs["compute_type"] = v.strip().lower()
-        if (v := get("WHISPER_CPU_THREADS")) is not None:
-            kwargs["cpu_threads"] = as_int("WHISPER_CPU_THREADS", v, 0)
-        if (v := get("WHISPER_CACHE_DIR")) is not None:
-            kwargs["cache_dir"] = Path(v)
-        if get("WHISPER_WINDOW_SECONDS") is not None:
-            raise InvalidParameterError("WHISPER_WINDOW_SECONDS is retired: condition_on_previous_text requests are "
-                                        "now decoded in Whisper's own 30 s windows, taking turns with the other "
-                                        "requests")
-        if (v := get("WHISPER_ENGINE_TIMEOUT_S")) is not None:
-            kwargs["engine_timeout_s"] = as_float("WHISPER_ENGINE_TIMEOUT_S", v, 1.0)
-        if (v := get("WHISPER_MAX_BATCH")) is not None:
-            kwargs["max_batch"] = as_int("WHISPER_MAX_BATCH", v, 0, 256)
-        if (v := get("WHISPER_PACKING")) is not None:
-            kwargs["packing"] = _choice("WHISPER_PACKING", v, PACKING) == "on"
-        if (v := get("WHISPER_DECODE_WORKERS")) is not None:
-            kwargs["decode_workers"] = as_int("WHISPER_DECODE_WORKERS", v, 0, 256)
-        if (v := get("WHISPER_MAX_AUDIO_SECONDS")) is not None:
-            kwargs["max_audio_seconds"] = as_float("WHISPER_MAX_AUDIO_SECONDS", v, 0.0)
-        if (v := get("WHISPER_MAX_BODY_MB")) is not None:
-            kwargs["max_body_mb"] = as_float("WHISPER_MAX_BODY_MB", v, 0.0)
-        if (v := get("WHISPER_TMP_DIR")) is not None:
-            kwargs["scratch_dir"] = Path(v)
-        if (v := get("WHISPER_WARMUP")) is not None:
-            kwargs["warmup"] = v.strip().lower() not in ("0", "false", "no", "off")
-        if (v := get("SAGEMAKER_BIND_TO_PORT")) is not None:
-            kwargs["port"] = as_int("SAGEMAKER_BIND_TO_PORT", v, 1, 65535)
-        if (v := get("WHISPER_BIND_HOST")) is not None:
-            kwargs["bind_host"] = v.strip()
-        if (v := get("WHISPER_CLIENT_TIMEOUT_S")) is not None:
-            kwargs["client_timeout"] = as_int("WHISPER_CLIENT_TIMEOUT_S", v, 1, 3600)
-        if (v := get("WHISPER_SERVER_THREADS")) is not None:
-            kwargs["server_threads"] = as_int("WHISPER_SERVER_THREADS", v, 4, 1024)
-        if (v := get("SAGEMAKER_MODEL_SERVER_WORKERS")) is not None:
-            kwargs["workers"] = as_int("SAGEMAKER_MODEL_SERVER_WORKERS", v, 1)
-        if (v := get("SAGEMAKER_MODEL_SERVER_TIMEOUT")) is not None:
-            kwargs["timeout"] = as_int("SAGEMAKER_MODEL_SERVER_TIMEOUT", v, 1)
-        if (v := get("WHISPER_LOG_LEVEL")) is not None:
-            kwargs["log_level"] = v.strip().lower()
-
-        if get("WHISPER_BATCH_SIZE") is not None:
-            raise InvalidParameterError("WHISPER_BATCH_SIZE is retired: the server batches windows of all concurrent "
-                                        "requests itself; set WHISPER_MAX_BATCH to bound an engine call")
+        for name, why in RETIRED.items():
+            if get(name) is not None:
+                raise InvalidParameterError(why, param=name)
         if (v := get("HF_TASK")) is not None and v != "automatic-speech-recognition":
-            raise InvalidParameterError(f"HF_TASK={v}: this container serves automatic-speech-recognition only")
-
+            raise InvalidParameterError(f"HF_TASK={v}: this container serves automatic-speech-recognition only",
+                                        param="HF_TASK")
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            knob: Optional[Knob] = f.metadata.get("knob")
+            name = knob and next((n for n in (knob.env, *knob.also) if get(n) is not None), None)
+            if name:
+                values[f.name] = knob.parse(name, get(name))
         defaults = TranscribeOptions()
-        for name in TranscribeOptions.names():
-            variable = f"WHISPER_{name.upper()}"
+        for name, variable in option_variables().items():
             if (v := get(variable)) is not None:
                 try:  # one at a time, so the error names the variable
                     defaults = parse_options({name: v}, source=variable)[0].merged_over(defaults)
                 except InvalidParameterError as exc:
-                    raise InvalidParameterError(f"{variable}: {exc.message}") from None
-        kwargs["defaults"] = defaults
-        return cls(**kwargs)
+                    raise InvalidParameterError(f"{variable}: {exc.message}", param=variable) from None
+        return cls(**values, defaults=defaults)
 
 
-def _choice(variable: str, value: str, allowed: tuple[str, ...]) -> str:
-    value = value.strip().lower()
-    if value not in allowed:
-        raise InvalidParameterError(f"{variable} must be one of {', '.join(allowed)}, got {value!r}")
-    return value
+def option_variables() -> dict[str, str]:
+    """Transcription option -> the variable that sets its default (``language`` -> ``WHISPER_LANGUAGE``)."""
+    return {name: f"WHISPER_{name.upper()}" for name in TranscribeOptions.names()}
+
+
+# --- the README's table ------------------------------------------------------------------------
+
+
+def settings_table() -> str:
+    """The README's settings table, from the fields above (``python -m serve.settings`` prints it)."""
+    rows = ["| Variable | Default | Takes | Meaning |", "|---|---|---|---|"]
+
+    def row(*cells: str) -> None:
+        rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+
+    for f in fields(Settings):
+        knob: Optional[Knob] = f.metadata.get("knob")
+        if knob is None:
+            continue
+        names = " (or ".join(f"`{n}`" for n in (knob.env, *knob.also)) + ")" * len(knob.also)
+        row(names, knob.shown or _shown(f.default), knob.kind.takes, knob.doc)
+    row(", ".join(f"`{v}`" for v in option_variables().values()), "–", "what the request parameter takes",
+        "default transcription parameters; a request's parameters override them. Invalid values, or ones the "
+        "model cannot honour, stop the container at start")
+    row("`HF_TASK`", "–", "`automatic-speech-recognition`", "the Hugging Face toolkit's variable; another task "
+        "stops the start")
+    row("`CUDA_VISIBLE_DEVICES`", "all", "GPU ids", "which GPUs the container may use; workers are pinned among them")
+    for name, why in RETIRED.items():
+        reason = why.split(": ", 1)[1]
+        row(f"`{name}`", "–", "nothing", f"retired, setting it stops the start: {reason}")
+    return "\n".join(rows)
+
+
+def _shown(default: Any) -> str:
+    if default is None:
+        return "–"
+    if isinstance(default, bool):
+        return f"`{str(default).lower()}`"
+    if isinstance(default, float):
+        return f"`{default:g}`"
+    return f"`{default}`"
+
+
+if __name__ == "__main__":
+    print(settings_table())

@@ -150,6 +150,7 @@ def s3_env() -> Iterator[dict]:
         "AWS_EC2_METADATA_DISABLED": "true",
         "AWS_CONFIG_FILE": os.devnull,
         "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "WHISPER_S3_ALLOW": f"s3://{S3_BUCKET}/inputs",  # what the tests' s3_uri may name
     }
     s3_client(env).create_bucket(Bucket=S3_BUCKET)
     yield env

@@ -154,7 +154,8 @@ def capped():
     dead_port = free_port()  # nothing listens there: S3 is unreachable
     env = {"WHISPER_MAX_BODY_MB": "0.2", "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{dead_port}",
            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_MAX_ATTEMPTS": "1", "AWS_RETRY_MODE": "standard", "AWS_EC2_METADATA_DISABLED": "true"}
+           "AWS_MAX_ATTEMPTS": "1", "AWS_RETRY_MODE": "standard", "AWS_EC2_METADATA_DISABLED": "true",
+           "WHISPER_S3_ALLOW": "s3://bucket"}
     with running_server("ctranslate2", env=env) as handle:
         yield handle
         assert handle.request_files() == []

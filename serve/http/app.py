@@ -10,10 +10,14 @@ rendered in the format the Accept header asks for (``formats``), whole or
 streamed segment by segment (``jobs``, shared with the OpenAI routes). Errors
 are JSON (``errors``). Every request, whatever its outcome, writes one JSON
 line to stdout (``serve.events``) and returns its id in ``X-Request-Id``.
+
+With WHISPER_API_KEY set, every route but /ping needs ``Authorization:
+Bearer <key>`` (``require_api_key``), checked before anything else is read.
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 import sys
@@ -22,9 +26,10 @@ import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from flask import Flask, Response, g, request
+from werkzeug.exceptions import Unauthorized
 
 from ..backends import load_backend
 from ..core.runtime import Runtime
@@ -32,7 +37,7 @@ from ..settings import Settings
 from . import openai_api
 from .errors import error_response
 from .formats import SSE_MARKER, StreamWriter, stream_writer, writer_for_accept
-from .inputs import Invocation, ScratchRequest, read_invocation
+from .inputs import Invocation, Limits, ScratchRequest, read_invocation
 from .jobs import Transcribing, log_failure
 
 log = logging.getLogger(__name__)
@@ -50,17 +55,20 @@ def create_app(settings: Optional[Settings] = None, runtime: Optional[Runtime] =
     settings.scratch_dir.mkdir(parents=True, exist_ok=True)
     _configure_logging(settings)
     runtime = runtime or Runtime(settings, load_backend, on_unhealthy=_exit_later).start()
-    cap = int(settings.max_body_mb * 1e6) or None
+    limits = Limits.of(settings)
 
     app = Flask("serve")
     app.request_class = ScratchRequest
-    app.config["MAX_CONTENT_LENGTH"] = cap  # multipart parsing honours it; raw and JSON bodies are counted
+    app.config["MAX_CONTENT_LENGTH"] = limits.max_body_bytes  # multipart parsing honours it; raw and JSON are counted
     app.extensions["whisper.runtime"] = runtime
 
     @app.before_request
     def _assign_request_id():
         g.request_id = uuid.uuid4().hex
         g.started = time.monotonic()
+
+    if settings.api_key:
+        app.before_request(require_api_key(settings.api_key))
 
     @app.after_request
     def _add_request_id(response: Response) -> Response:
@@ -77,20 +85,15 @@ def create_app(settings: Optional[Settings] = None, runtime: Optional[Runtime] =
 
     @app.get("/execution-parameters")
     def execution_parameters():
-        # As many records as the workers' batches hold; SageMaker wants concurrency x payload <= 100 MB.
-        concurrent = settings.worker_count() * runtime.concurrency
-        return {
-            "MaxConcurrentTransforms": concurrent,
-            "BatchStrategy": "SINGLE_RECORD",
-            "MaxPayloadInMB": max(1, MAX_PAYLOAD_MB // concurrent),
-        }
+        # As many records as the workers' batches hold
+        return transform_parameters(settings.worker_count() * runtime.concurrency)
 
     @app.post("/invocations")
     def invocations():
         record: dict = {"event": "invocation", "route": "/invocations", "request_id": g.request_id,
                         "content_type": request.mimetype or None, "accept": request.headers.get("Accept")}
         try:
-            return _invoke(settings, runtime, cap, record)
+            return _invoke(settings, runtime, limits, record)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a JSON answer; the worker lives on
             return log_failure(record, exc, error_response(exc))
 
@@ -122,17 +125,52 @@ def _exit_later(reason: str) -> None:
     timer.start()
 
 
+def transform_parameters(records: int) -> dict:
+    """What a transform job should send: ``records`` at once if SageMaker allows it. It wants
+    MaxConcurrentTransforms x MaxPayloadInMB <= 100, and at least 1 MB a record: beyond 100
+    records, 100 of 1 MB."""
+    payload_mb = max(1, MAX_PAYLOAD_MB // max(1, records))
+    return {
+        "MaxConcurrentTransforms": max(1, min(records, MAX_PAYLOAD_MB // payload_mb)),
+        "BatchStrategy": "SINGLE_RECORD",
+        "MaxPayloadInMB": payload_mb,
+    }
+
+
+def require_api_key(key: str) -> Callable[[], Optional[Response]]:
+    """A ``before_request`` hook: every route but /ping needs ``Authorization: Bearer <key>``, else a 401
+    (OpenAI's error shape on /v1). Compared in constant time; the key is never logged or echoed."""
+    expected = key.encode()
+
+    def check() -> Optional[Response]:
+        if request.path == "/ping":  # SageMaker's health check and load balancers send no key
+            return None
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected):
+            return None
+        reason = ("the API key is wrong" if scheme.lower() == "bearer" and given.strip()
+                  else "this server needs an API key")
+        exc = Unauthorized(f"{reason}: send Authorization: Bearer <key>, the key the server was started with "
+                           "(WHISPER_API_KEY)")
+        answer = openai_api.error_response(exc) if request.path.startswith("/v1/") else error_response(exc)
+        answer.headers["WWW-Authenticate"] = "Bearer"
+        log.info("request %s to %s refused: %s", g.request_id, request.path, reason)
+        return answer
+
+    return check
+
+
 def worker_scratch(root: Path, pid: int) -> Path:
     return root / f"worker-{pid}"
 
 
-def _invoke(settings: Settings, runtime: Runtime, cap: Optional[int], record: dict) -> Response:
+def _invoke(settings: Settings, runtime: Runtime, limits: Limits, record: dict) -> Response:
     """Parse, transcribe, render. Raises on a failure before the answer starts (mapped by the caller)."""
     writer = writer_for_accept(request.headers.get("Accept"))  # 406 before reading a large body
     streams: list[StreamWriter] = []
 
     def read(scratch: Path) -> Invocation:
-        invocation = read_invocation(request, scratch, cap)
+        invocation = read_invocation(request, scratch, limits)
         if invocation.stream or writer is SSE_MARKER:
             streams.append(stream_writer(writer))  # 406 for a format that cannot stream, before any work
         return invocation

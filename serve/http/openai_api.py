@@ -275,7 +275,10 @@ def error_body(exc: BaseException, status: int) -> dict:
     param = getattr(exc, "param", None)
     if not isinstance(exc, FieldError):
         param = PARAM_NAMES.get(param, param)
-    code = "model_not_found" if isinstance(exc, ModelNotFoundError) else _snake(error_type(exc))
+    if isinstance(exc, ModelNotFoundError):
+        code = "model_not_found"
+    else:  # a missing or wrong Authorization is OpenAI's invalid_api_key (the client raises AuthenticationError)
+        code = "invalid_api_key" if status == 401 else _snake(error_type(exc))
     return {"message": error_message(exc), "type": "invalid_request_error" if status < 500 else "server_error",
             "param": param, "code": code}
 

@@ -51,6 +51,7 @@ REJECTED = [
     (_set(MODEL, "--env", "1BAD=x"), "Environment keys must be"),
     (_set(MODEL, "--env", "K=" + "v" * 1025), "Environment values must be at most 1024"),
     ([*MODEL, *[a for i in range(100) for a in ("--env", f"K{i}=v")]], "Environment may have at most 100 entries"),
+    (_set(MODEL, "--env", "WHISPER_API_KEY=sk-0123456789abcdef"), "Environment must not set WHISPER_API_KEY"),
     # hosting
     (_set(RT, "--instance-count", "0"), "InitialInstanceCount must be at least 1"),
     (_set(RT, "--instance-type", "g5.xlarge"), "InstanceType must look like ml."),
@@ -83,6 +84,8 @@ REJECTED = [
     (_set(BATCH, "--instance-count", "0"), "TransformResources.InstanceCount must be at least 1"),
     (_set(BATCH, "--input", "s3://bkt"[:6]), "S3Uri must be an S3 URI"),
     ([*BATCH, *[a for i in range(17) for a in ("--env", f"K{i}=v")]], "CreateTransformJob.Environment may have at most 16"),
+    (_set(BATCH, "--env", "WHISPER_API_KEY=sk-0123456789abcdef"),
+     "CreateTransformJob.Environment must not set WHISPER_API_KEY"),
     # upload / cleanup
     (["upload", "README.md", "s3://bkt"], "S3 destination must name an object"),
     (["cleanup", "--endpoint", "asr", "--s3-prefix", "bkt/x"], "--s3-prefix must be an S3 URI"),
@@ -95,6 +98,7 @@ def test_limit_rejected_before_any_request(capsys, argv, limit):
     assert rc == 2, err
     assert out == "", "a request was printed before the limit check"
     assert limit in err
+    assert "sk-0123456789abcdef" not in err  # an API key is named, never printed
 
 
 @pytest.fixture
