@@ -91,14 +91,17 @@ class TransformersBackend(Backend):
         eot = self.model.generation_config.eos_token_id
         tokenizer = self.processor.tokenizer
         results = []
+        prompt = kwargs["prompt_ids"].tolist() if "prompt_ids" in kwargs else []
         for i, window in enumerate(windows):
             duration = len(window) / SAMPLE_RATE
             ids = [int(t) for t in sequences[i].tolist()]
-            head = ids.index(start) if start in ids else 0  # the prompt, when given, comes first
+            given = len(prompt) if prompt and ids[:len(prompt)] == prompt else 0  # generate returns it first
+            head = given
             while head < len(ids) and eot <= ids[head] < self.timestamp_begin:
                 head += 1  # the decoder prompt (start of transcript, language, task)
             stop = next((j for j in range(head, len(ids)) if ids[j] == eot), len(ids))
-            prefix = ids[:head] if start in ids[:head] else [start] + ids[:head]
+            # what the decoder saw before the first token: the prompt, the start of transcript, the task tokens
+            prefix = prompt + ([] if ids[given:given + 1] == [start] else [start]) + ids[given:head]
             tokens = ids[head:stop]
             avg_logprob, no_speech_prob, logprobs = self._score(encoded[i], prefix, tokens)
             probs = [float(np.exp(x)) for x in logprobs]
