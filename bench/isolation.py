@@ -78,6 +78,7 @@ class Server:
 def measure(root: Path, packing: bool, manifest: dict) -> dict:
     short = manifest["short"]
     with tempfile.TemporaryDirectory(prefix="bench-isolation-") as scratch:
+        os.chmod(scratch, 0o711)  # run as root, nginx's workers (www-data) must reach WHISPER_TMP_DIR
         server = Server(root, packing, Path(scratch))
         try:
             server.wait_ready()

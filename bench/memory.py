@@ -12,6 +12,7 @@ requests of the same long file, and their ratio.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -45,6 +46,7 @@ def main(argv=None) -> int:
     clip = speech.long_clip(args.minutes)
     seconds = speech.duration(clip.path)
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as scratch:
+        os.chmod(scratch, 0o711)  # run as root, nginx's workers (www-data) must reach WHISPER_TMP_DIR
         env = {"WHISPER_BACKEND": args.backend, "WHISPER_MODEL_DIR": str(Path(scratch) / "empty"),
                "WHISPER_CACHE_DIR": str(MODEL_CACHE), "WHISPER_TMP_DIR": str(Path(scratch) / "tmp")}
         server = ServerProcess(env, log_path=Path(scratch) / "server.log").start()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -122,6 +123,7 @@ def measure_server(backend: str, manifest: dict, clients: list[int], device: str
     short = manifest["short"]
     short_audio = sum(c["seconds"] for c in short)
     with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
+        os.chmod(scratch, 0o711)  # run as root, nginx's workers (www-data) must reach WHISPER_TMP_DIR
         env = {"WHISPER_BACKEND": backend, "WHISPER_MODEL_DIR": str(Path(scratch) / "empty-model"),
                "WHISPER_CACHE_DIR": str(MODEL_CACHE), "WHISPER_TMP_DIR": str(Path(scratch) / "tmp"),
                "WHISPER_DEVICE": device, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}

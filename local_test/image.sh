@@ -9,6 +9,7 @@
 #   local_test/image.sh stop NAME                 SIGTERM, as SageMaker does (30 s grace); prints "stopped NAME exit=CODE seconds=S"
 #   local_test/image.sh logs NAME                 the container's output
 #   local_test/image.sh state NAME                its state: running, exited...
+#   local_test/image.sh exec NAME COMMAND...      run COMMAND inside container NAME, as its default user (root)
 #   local_test/image.sh engine                    print docker or podman
 #
 # MODEL_DIR is an extracted model.tar.gz: it is mounted read-only at /opt/ml/model,
@@ -258,8 +259,12 @@ case "$command" in
         [[ $# -eq 1 ]] || die "usage: $0 state NAME"
         ctr inspect --format '{{.State.Status}}' "$1"
         ;;
+    exec)
+        [[ $# -ge 2 ]] || die "usage: $0 exec NAME COMMAND..."
+        ctr exec "$@"
+        ;;
     *)
-        sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2
+        sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2
         exit 2
         ;;
 esac

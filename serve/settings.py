@@ -241,7 +241,8 @@ class Settings:
     scratch_dir: Path = setting(
         "WHISPER_TMP_DIR", Path(tempfile.gettempdir()) / "whisper-scratch", path(), shown="`/tmp/whisper-scratch`",
         doc="request bodies and their decoded audio, one folder per request, removed when it ends; emptied at start "
-            "and when a worker dies (use a folder of its own)")
+            "and when a worker dies (use a folder of its own). Run as root, `www-data` (nginx's workers) must get "
+            "through the folders above it")
     warmup: bool = setting(
         "WHISPER_WARMUP", True, flag(),
         doc="transcribe a short spoken sentence shipped in the package (and check the words) before `/ping` "

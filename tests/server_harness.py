@@ -98,6 +98,7 @@ def running_server(backend: str = "ctranslate2", env: Optional[dict] = None, por
     watch /ping say 503 while loading).
     """
     with tempfile.TemporaryDirectory(prefix="whisper-server-") as scratch:
+        os.chmod(scratch, 0o711)  # run as root, serve gives nginx's workers www-data: let it through to WHISPER_TMP_DIR
         scratch_path = Path(scratch)
         model_dir = scratch_path / "model"  # empty: the embedded default is served
         tmp_dir = scratch_path / "tmp"

@@ -7,6 +7,10 @@ answers, else buildah + podman (``local_test/image.sh setup`` installs them; ``m
 test`` runs it first). Nothing here skips: without an engine or the tools, the
 build fails and so does this module.
 
+Who runs what, read from /proc inside the container: ``serve``, gunicorn and nginx's
+master run as root (SageMaker runs the container as root), nginx's workers as
+www-data with no capability left.
+
 Two containers, each checked from start to stop:
 - the embedded tiny.en (no model data), served by ctranslate2;
 - a ``model.tar.gz`` made by the artifacts CLI (openai layout), extracted as
@@ -125,6 +129,12 @@ class Container:
             time.sleep(0.25)
         pytest.fail(f"/ping not 200 within {PING_TIMEOUT_S:.0f} s:\n{self.logs()}")
 
+    def processes(self) -> list[dict]:
+        """Every process in the container: pid, ppid, name, cmdline, user (effective), uids, gids, capabilities."""
+        result = _script("exec", self.name, "python3", "-c", PROCESSES, timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return json.loads(result.stdout)
+
     def stop(self) -> tuple[int, float]:
         started = time.monotonic()
         result = _script("stop", self.name, timeout=120)
@@ -137,6 +147,49 @@ class Container:
     def remove(self) -> None:
         if self.running:
             _script("stop", self.name, timeout=120)
+
+
+# Run inside the container by its own python3: names resolve with the image's /etc/passwd, whatever the engine.
+PROCESSES = """
+import json, os, pwd, grp
+found = []
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    if int(pid) == os.getpid():
+        continue
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            status = dict(line.rstrip("\\n").split(":\\t", 1) for line in f if ":\\t" in line)
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read().replace(b"\\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        continue  # gone meanwhile
+    uids, gids = [int(u) for u in status["Uid"].split()], [int(g) for g in status["Gid"].split()]
+    found.append(dict(pid=int(pid), ppid=int(status["PPid"]), name=status["Name"], cmdline=cmdline,
+                      user=pwd.getpwuid(uids[1]).pw_name, uids=uids, gids=gids,
+                      group=grp.getgrgid(gids[1]).gr_name, capabilities=int(status["CapEff"], 16)))
+print(json.dumps(found))
+"""
+
+
+def _who_runs_what(container: "Container") -> str:
+    """nginx's workers run as www-data with no capability; the rest as root. One line for the report."""
+    processes = container.processes()
+    by_pid = {p["pid"]: p for p in processes}
+    masters = [p for p in processes if p["name"] == "nginx" and by_pid.get(p["ppid"], {}).get("name") != "nginx"]
+    assert len(masters) == 1, processes
+    assert masters[0]["user"] == "root", masters
+    workers = [p for p in processes if p["ppid"] == masters[0]["pid"]]
+    assert workers, processes
+    for worker in workers:
+        assert worker["name"] == "nginx" and "worker process" in worker["cmdline"], worker
+        assert worker["user"] == "www-data" and worker["group"] == "www-data", worker
+        assert len(set(worker["uids"])) == 1 and len(set(worker["gids"])) == 1, worker  # no way back to root
+        assert worker["capabilities"] == 0, worker
+    gunicorn = [p for p in processes if "gunicorn" in p["cmdline"]]
+    assert gunicorn and {p["user"] for p in gunicorn} == {"root"}, gunicorn  # see README: what runs as whom
+    return (f"nginx master {masters[0]['user']}, {len(workers)} nginx workers "
+            f"{sorted({w['user'] for w in workers})}, {len(gunicorn)} gunicorn processes "
+            f"{sorted({p['user'] for p in gunicorn})}")
 
 
 def _words(response: requests.Response, sentence: str, container: Container) -> tuple[dict, float]:
@@ -157,6 +210,7 @@ def test_image_serves_the_sagemaker_contract(image, request, source, backend):
         # 2. /ping turns 200 (model loaded, warm-up passed); /execution-parameters
         ping_s = container.wait_for_ping()
         report.append(f"/ping 200 after {ping_s:.1f} s")
+        report.append(_who_runs_what(container))
         params = requests.get(f"{container.url}/execution-parameters", timeout=10)
         assert params.status_code == 200, params.text
         execution = params.json()

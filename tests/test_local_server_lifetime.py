@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import subprocess
+import tempfile
 import sys
 import time
 from pathlib import Path
@@ -30,7 +31,10 @@ DRAIN_S = 35  # SIGTERM to exit: the server's drain (29 s at most) and a margin
 def local_env(tmp_path: Path, **extra: str) -> dict:
     """This environment, on the CPU, offline, with a scratch folder of the test's own."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WHISPER_", "SAGEMAKER_")) and k != "PORT"}
-    env.update(WHISPER_TMP_DIR=str(tmp_path / "scratch"), WHISPER_CACHE_DIR=str(MODEL_CACHE), WHISPER_DEVICE="cpu",
+    # pytest's tmp_path is under a 0700 folder: run as root, nginx's workers (www-data) could not reach it
+    scratch = Path(tempfile.mkdtemp(prefix=f"whisper-{tmp_path.name}-"))
+    scratch.chmod(0o711)
+    env.update(WHISPER_TMP_DIR=str(scratch / "scratch"), WHISPER_CACHE_DIR=str(MODEL_CACHE), WHISPER_DEVICE="cpu",
                WHISPER_BACKEND="ctranslate2", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
     env.update(extra)

@@ -7,8 +7,12 @@ the structured log line; plus a server whose model cannot load (503, honestly).
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import time
 
+import psutil
+import pytest
 import requests
 
 from tests import speech
@@ -91,6 +95,56 @@ def test_a_model_that_cannot_load_keeps_ping_503_with_the_reason(tmp_path):
         inv = requests.post(srv.url + "/invocations", data=b"x", timeout=5)
         assert inv.status_code == 503
         assert srv.process.poll() is None  # still up: SageMaker sees an honest 503, and the log says why
+
+
+def _capabilities(pid: int) -> int:
+    """The effective capability set of ``pid`` (0: none of root's powers)."""
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1], 16) for line in status if line.startswith("CapEff:"))
+
+
+@pytest.mark.parametrize("server", ["ctranslate2"], indirect=True)
+def test_nginx_workers_never_run_as_root(server):
+    """nginx's workers parse every request off the network and write its body to disk. Run as root (as
+    SageMaker runs the container, and as CI runs these tests), serve gives them www-data, with no
+    capability left; only the master, which binds the port and starts them, keeps root. Not root, they
+    run as the caller, as before."""
+    me = os.geteuid()
+    expected = pwd.getpwnam("www-data") if me == 0 else pwd.getpwuid(me)
+    masters = [p for p in psutil.Process(server.process.pid).children() if p.name() == "nginx"]
+    assert len(masters) == 1, masters
+    assert masters[0].uids().effective == me
+    workers = masters[0].children()
+    assert workers
+    for worker in workers:
+        assert set(worker.uids()) == {expected.pw_uid}, (worker, worker.username())
+        assert set(worker.gids()) == {expected.pw_gid}, worker
+        assert _capabilities(worker.pid) == 0, worker
+
+    # What they need still works: a body over client_body_buffer_size (1 MB) goes to a file in
+    # front/body, written by a worker, then through gunicorn's socket to the app, which answers.
+    r = requests.post(server.url + "/invocations", data=b"\0" * 3_000_000,
+                      headers={"Content-Type": "audio/wav"}, timeout=60)
+    assert r.status_code == 415 and r.json()["error"]["type"] == "UnsupportedMediaType", r.text
+    assert (server.tmp_dir / "front" / "body").stat().st_uid == expected.pw_uid
+
+
+def test_a_scratch_folder_the_nginx_workers_cannot_reach_stops_the_server(tmp_path):
+    """Run as root, a WHISPER_TMP_DIR that www-data cannot get to would fail every request that nginx
+    buffers to disk or passes on: serve says so and exits before starting anything. Not root, nginx's
+    workers are the caller, and the same folder serves."""
+    from tests.server_harness import running_server  # after the plugin import (assertion rewriting)
+
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    with running_server("ctranslate2", env={"WHISPER_TMP_DIR": str(private / "tmp")}, wait=False) as srv:
+        if os.geteuid() != 0:
+            srv.server.wait_ready(120)
+            return
+        assert srv.process.wait(timeout=60) == 1, srv.log_tail()
+        log = srv.log()
+        assert "www-data, which cannot reach" in log and str(private / "tmp" / "front") in log, log
+        assert "gunicorn" not in log.lower(), log  # nothing was started
 
 
 def _log_event(server, request_id: str, attempts: int = 20) -> dict:
