@@ -64,6 +64,7 @@ RUN pip install --index-url "${TORCH_INDEX}" "torch==${TORCH_VERSION}" \
         "av==18.1.0" \
         "numpy==2.4.6" \
         "boto3==1.44.8" \
+        "ijson==3.6.0" \
     && echo /opt/app > "$(python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/whisper-app.pth"
 
 # The project last, into /opt/app (on the venv's path through whisper-app.pth), not

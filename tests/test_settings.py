@@ -137,7 +137,8 @@ def test_a_bad_value_stops_the_real_start(tmp_path):
         code = srv.process.wait(timeout=60)
         log = srv.log()
     assert code != 0
-    assert "WHISPER_WARMUP='flase' cannot be read: WHISPER_WARMUP takes true or false" in log, log[-2000:]
+    assert "serve: WHISPER_WARMUP='flase' cannot be read: WHISPER_WARMUP takes true or false" in log, log[-2000:]
+    assert "Traceback" not in log, "a setting's message, not a stack"
 
 
 def test_scheduler_defaults_depend_on_the_device():
