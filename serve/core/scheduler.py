@@ -250,7 +250,7 @@ class Scheduler:
             job.audio._finish(CancelledError("the request was given up"))
             return
         try:
-            decode_to_file(job.source, job.audio, self.config.max_audio_seconds, job.cancelled.is_set)
+            decode_to_file(job.source, job.audio, self.config.max_audio_seconds, job.cancelled)
         except BaseException:  # noqa: BLE001 - recorded on job.audio; the cutter reports it
             pass
 
