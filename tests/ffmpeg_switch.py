@@ -14,9 +14,12 @@ is when a request starts is what that request runs:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import time
 from pathlib import Path
+from typing import Callable
 
 import psutil
 
@@ -67,3 +70,24 @@ def ffmpeg_children(pid: int) -> list[psutil.Process]:
         except psutil.NoSuchProcess:
             pass
     return found
+
+
+def kill_mid_decode(server, still_waiting: Callable[[], bool], guard_s: float = 120.0) -> None:
+    """SIGKILL the ffmpeg of the request in flight on ``server`` (a ``ServerHandle``) once its decoded
+    audio on disk holds samples. ``still_waiting``: whether the request has no answer yet."""
+    deadline = time.monotonic() + guard_s  # only for a request that never decodes: no bound on speed
+    while not _decoded_some(server):
+        assert time.monotonic() < deadline and still_waiting(), server.request_files()
+        time.sleep(0.05)
+    (pid,) = server.workers()
+    [ffmpeg] = ffmpeg_children(pid)
+    ffmpeg.kill()
+
+
+def _decoded_some(server) -> bool:
+    for name in server.request_files():
+        if name.endswith("audio.pcm"):
+            with contextlib.suppress(FileNotFoundError):
+                if (server.tmp_dir / name).stat().st_size:
+                    return True
+    return False

@@ -15,7 +15,6 @@ that waits for it instead of failing at once shows as a 504.
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import threading
 import time
@@ -26,7 +25,7 @@ import pytest
 import requests
 
 from tests import speech
-from tests.ffmpeg_switch import FfmpegSwitch, ffmpeg_children
+from tests.ffmpeg_switch import FfmpegSwitch, ffmpeg_children, kill_mid_decode
 from tests.server_harness import ServerHandle, running_server
 from tests.tripwires import Tripwires, referencing_bodies
 
@@ -84,16 +83,6 @@ def assert_service_fault(error: dict, needle: str) -> None:
 # --- ffmpeg killed mid-decode ---------------------------------------------------------------------
 
 
-def decoded_some(server: ServerHandle) -> bool:
-    """Whether a request's decoded audio on disk holds samples."""
-    for name in server.request_files():
-        if name.endswith("audio.pcm"):
-            with contextlib.suppress(FileNotFoundError):
-                if (server.tmp_dir / name).stat().st_size:
-                    return True
-    return False
-
-
 def test_a_decoder_killed_mid_decode_is_a_503_never_a_200(server, switch, long_clip):
     """Three minutes, decoded at real-time speed: once its first 10 s are on disk, ffmpeg is SIGKILLed.
     The old server answered 200 with those seconds' transcript (and a warning that the input "ends early")."""
@@ -101,12 +90,7 @@ def test_a_decoder_killed_mid_decode_is_a_503_never_a_200(server, switch, long_c
     answer: dict = {}
     thread = threading.Thread(target=lambda: answer.update(r=post(server, long_clip.path.read_bytes())))
     thread.start()
-    deadline = time.monotonic() + HANG_GUARD_S
-    while not decoded_some(server):
-        assert time.monotonic() < deadline and thread.is_alive(), server.request_files()
-        time.sleep(0.05)
-    [ffmpeg] = ffmpeg_children(worker(server).pid)
-    ffmpeg.kill()
+    kill_mid_decode(server, thread.is_alive)
     thread.join()
 
     r = answer["r"]
