@@ -35,6 +35,7 @@ Limits bound the work a small body can buy: the audio's length
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import signal
@@ -217,8 +218,12 @@ class _Scratch:
     def append(self, data: bytes) -> None:
         self._io(lambda: (self.file.write(data), self.file.flush()))
 
-    def __exit__(self, *exc) -> None:
-        self._io(self.file.close)
+    def __exit__(self, kind, *_) -> None:
+        if kind is None:
+            self._io(self.file.close)
+            return
+        with contextlib.suppress(OSError):  # the error in flight says more than the close's
+            self.file.close()
 
     def _io(self, action):
         try:

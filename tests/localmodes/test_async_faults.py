@@ -2,12 +2,11 @@
 error in the failure location, never an output or a success notification.
 
 The server's PATH starts with an ffmpeg the tests switch (``tests/ffmpeg_switch.py``); the async
-service runs in-process, writing to folders and a notification file.
+service runs in-process (as in test_async.py), writing to folders and a notification file.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 from typing import Iterator
@@ -15,12 +14,12 @@ from typing import Iterator
 import pytest
 
 from localmodes import async_endpoint
-from localmodes.async_endpoint import AsyncConfig, AsyncService, create_app
-from localmodes.async_queue import DONE, FAILED, Queue
-from localmodes.notify import Notifier, parse_sink
+from localmodes.async_endpoint import AsyncService
+from localmodes.async_queue import DONE, FAILED
 from tests import speech
 from tests.ffmpeg_switch import FfmpegSwitch, kill_mid_decode
-from tests.localmodes.test_support import serving, wait_until
+from tests.localmodes.test_async import running_service
+from tests.localmodes.test_support import wait_until
 from tests.server_harness import ServerHandle, running_server
 
 WAIT_S = 300
@@ -37,20 +36,6 @@ def server(switch) -> Iterator[ServerHandle]:
         yield handle
 
 
-@contextlib.contextmanager
-def async_service(tmp_path: Path, server: ServerHandle) -> Iterator[tuple[AsyncService, str]]:
-    config = AsyncConfig(server.url, str(tmp_path / "out"), str(tmp_path / "fail"))
-    service = AsyncService(config, Queue(tmp_path / "queue.sqlite"),
-                           Notifier([parse_sink(f"file:{tmp_path}/notes.jsonl", "us-east-1")]))
-    service.start()
-    try:
-        with serving(create_app(service)) as url:
-            yield service, url
-    finally:
-        service.stop()
-        service.queue.close()
-
-
 def assert_failed_with_a_service_fault(tmp_path: Path, service: AsyncService, needle: str) -> None:
     assert service.queue.counts()[DONE] == 0 and service.queue.counts()[FAILED] == 1
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir()), "an output was written"
@@ -65,7 +50,7 @@ def test_a_decoder_killed_mid_decode_is_a_failure_notification(server, switch, l
     """The old server answered 200 with the first seconds' transcript: written as the output, "Completed"."""
     switch.set("slow")
     try:
-        with async_service(tmp_path, server) as (service, url):
+        with running_service(tmp_path, server.url) as (service, url):
             async_endpoint.invoke(url, str(long_clip.path), inference_id="killed")
             kill_mid_decode(server, lambda: service.queue.counts()[DONE] + service.queue.counts()[FAILED] == 0)
             wait_until(lambda: service.queue.counts()[DONE] + service.queue.counts()[FAILED] == 1, WAIT_S,
@@ -79,7 +64,7 @@ def test_a_decoder_that_cannot_start_is_a_failure_notification(server, switch, t
     """The old server left the request waiting for audio until the server's timeout."""
     switch.set("broken")
     try:
-        with async_service(tmp_path, server) as (service, url):
+        with running_service(tmp_path, server.url) as (service, url):
             async_endpoint.invoke(url, str(speech.speak(speech.SENTENCES[0]).path), inference_id="unstarted")
             wait_until(lambda: service.queue.counts()[DONE] + service.queue.counts()[FAILED] == 1, WAIT_S,
                        "the request to end")
