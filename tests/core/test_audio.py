@@ -111,7 +111,6 @@ def test_decode_helper_gives_the_whole_file():
     assert len(audio.decode(clip.path)) / audio.SAMPLE_RATE == pytest.approx(speech.duration(clip.path), abs=0.05)
 
 
-
 # --- our side failing: an error, never a transcript that passes for the whole input ----------------
 
 HANG_GUARD_S = 120
@@ -140,8 +139,8 @@ def _ended(thread: threading.Thread) -> bool:
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGSEGV], ids=lambda s: s.name)
 def test_a_decoder_killed_mid_decode_fails_the_request(minute_clip, tmp_path, sig):
-    """ffmpeg killed (or crashed) with 20 s of a minute decoded: a ServiceFaultError, not 20 s passed off
-    as the input. SIGTERM is caught by ffmpeg, which then exits 255 saying "received signal 15"."""
+    """ffmpeg killed (or crashed) once its first samples of a minute are out, 20 s of it given: a
+    ServiceFaultError, not those seconds passed off as the input. SIGTERM is caught by ffmpeg, which then exits 255 saying "received signal 15"."""
     body = tmp_path / "body"
     os.mkfifo(body)  # ffmpeg reads what the test writes, and waits for the rest
     file = audio.AudioFile(tmp_path / "audio.pcm")
