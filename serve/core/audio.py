@@ -8,24 +8,46 @@ recording costs 345 MB of disk and no memory: the scheduler reads the 30 s it
 decodes next. ``AudioFile`` lets readers wait for samples as they arrive, so
 transcription starts before the decoding ends.
 
-What ffmpeg says about the input is kept: a decoder error or a file that ends
-before its header says (a cut upload) becomes a warning on the transcript,
-not a failure. Limits bound the work a small body can buy: the audio's
-length (``max_seconds``) and its sample rate (a WAV header may declare 1 Hz).
+ffmpeg reads the body and nothing else: only the ``file`` and ``pipe``
+protocols, and only the demuxers of the formats we accept (``DEMUXERS``), none
+of which opens another file or URL (no playlists, file lists, image sequences).
+
+What goes wrong is told apart, because only a whole input may give a complete answer:
+
+* the input's fault: nothing decodable is ``AudioDecodeError`` (415); a file
+  that is cut or damaged keeps what could be decoded, with ``warnings``
+  saying so. ffmpeg exits 0 on every cut file we tried (wav, mp3, flac, ogg
+  opus and vorbis, webm, ADTS aac: it says "File ended prematurely", "Packet
+  corrupt"... or nothing); cut mp4/m4a (no moov atom) and a cut vorbis header
+  exit 1 with no samples. The one non-zero exit after samples we could make
+  is a damaged input too (AAC frames of random bytes: "Error reinitializing
+  filters!", exit 1), so it is a warning that the decoder stopped there;
+* our side's fault: ffmpeg killed by a signal (exit -N, or 255 with "received
+  signal N" for the ones it catches: SIGTERM, SIGINT, SIGXCPU), ffmpeg unable
+  to start (Popen raising, or exiting before it logged a line: a shared
+  library that could not be mapped), ffmpeg out of memory, or a write to the
+  scratch disk failing. These are ``ServiceFaultError`` (503 + Retry-After),
+  whatever was decoded before: the transcript would pass for a whole one.
+
+Limits bound the work a small body can buy: the audio's length
+(``max_seconds``) and its sample rate (a WAV header may declare 1 Hz).
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
+import signal
 import subprocess
 import threading
+from collections import deque
 from pathlib import Path
-from typing import Callable, Optional
+from typing import BinaryIO, Optional
 
 import numpy as np
 
-from ..errors import AudioDecodeError, CancelledError, PayloadTooLargeError
+from ..errors import AudioDecodeError, CancelledError, PayloadTooLargeError, ServiceFaultError
 
 SAMPLE_RATE = 16000
 BYTES_PER_SAMPLE = 2  # s16le
@@ -36,6 +58,15 @@ _READ_BYTES = 10 * SAMPLE_RATE * BYTES_PER_SAMPLE  # 10 s of output per read
 _MAX_WARNINGS = 5
 _BENIGN = ("Guessed Channel Layout", "Estimating duration from bitrate", "deprecated pixel format")
 """ffmpeg warnings that say nothing about the audio's integrity."""
+DEMUXERS = ("wav", "w64", "aiff", "caf", "au", "flac", "mp3", "aac", "ac3", "eac3", "amr", "ogg", "mov",
+            "matroska", "asf", "avi", "flv", "mpegts", "mpeg", "wv")
+"""What ffmpeg may read a body as (its demuxers' names; "mov" is mp4/m4a/3gp, "matroska" webm/mkv).
+None opens another file or URL: left out are playlists (hls, dash), lists (concat), image
+sequences (image2) and sdp. mov's external references stay off (its enable_drefs default)."""
+PROTOCOLS = ("file", "pipe")
+_WATCH_S = 0.2
+"""How often a decode's cancel watcher looks whether the decode ended (a cancel wakes it at once)."""
+_RETRY = "nothing was transcribed for this request; send it again"
 
 
 class AudioFile:
@@ -86,71 +117,187 @@ class AudioFile:
 def _ffmpeg() -> str:
     path = shutil.which("ffmpeg")
     if path is None:
-        raise RuntimeError("ffmpeg is not installed: the container needs the ffmpeg binary on PATH")
+        raise ServiceFaultError(f"the audio decoder (ffmpeg) is not installed on this server; {_RETRY}")
     return path
 
 
 def decode_to_file(source: Path, audio: AudioFile, max_seconds: float = 0.0,
-                   cancelled: Callable[[], bool] = lambda: False) -> AudioFile:
+                   cancelled: Optional[threading.Event] = None) -> AudioFile:
     """Run ffmpeg on ``source``, appending samples to ``audio.path`` as they come. Runs in the caller's thread.
 
     Raises (and records on ``audio``) ``AudioDecodeError`` when nothing is
     decodable, ``PayloadTooLargeError`` past ``max_seconds`` (0: no limit),
-    ``CancelledError`` when ``cancelled()`` turns true.
+    ``CancelledError`` as soon as ``cancelled`` is set (ffmpeg is killed at
+    once, even while it waits on its input), ``ServiceFaultError`` when our
+    side failed (see the module's doc).
     """
-    cmd = [_ffmpeg(), "-nostdin", "-hide_banner", "-nostats", "-loglevel", "level+info", "-threads", "0",
-           "-i", str(source), "-vn", "-sn", "-dn",  # audio only, even from a video container
-           "-f", "s16le", "-ac", "1", "-ar", str(SAMPLE_RATE), "-"]
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    stderr: list[bytes] = []
-    reader = threading.Thread(target=lambda: stderr.extend(proc.stderr), daemon=True)  # never blocks ffmpeg
-    reader.start()
+    cancelled = cancelled or threading.Event()
     limit = int(max_seconds * SAMPLE_RATE) if max_seconds else 0
+    stderr = _Stderr()
+    ended = threading.Event()
+    proc: Optional[subprocess.Popen] = None
     error: Optional[BaseException] = None
     try:
-        with open(audio.path, "wb") as out:
+        proc = _start(source)
+        reader = threading.Thread(target=stderr.collect, args=(proc.stderr,), daemon=True)  # never blocks ffmpeg
+        reader.start()
+        threading.Thread(target=_kill_when, args=(cancelled, ended, proc), daemon=True).start()
+        with _Scratch(audio) as out:
             pending = b""
             while chunk := proc.stdout.read(_READ_BYTES):
-                if cancelled():
+                if cancelled.is_set():
                     raise CancelledError("the request was given up")
                 pending += chunk
                 whole = len(pending) - len(pending) % BYTES_PER_SAMPLE
-                out.write(pending[:whole])
-                out.flush()
+                out.append(pending[:whole])
                 pending = pending[whole:]
                 samples = audio.samples + whole // BYTES_PER_SAMPLE
                 if limit and samples > limit:
                     raise _too_long(max_seconds)
                 if audio.declared_seconds is None:  # until ffmpeg has printed the input's header
-                    _check_header(_lines(stderr), source, max_seconds, audio)
+                    _check_header(stderr.lines(), source, max_seconds, audio)
                 audio._grow(samples)
         code = proc.wait()
         reader.join()
-        lines = _lines(stderr)
+        if cancelled.is_set():  # before the exit code: a cancel kills ffmpeg
+            raise CancelledError("the request was given up")
+        lines = stderr.lines()
+        fault = _our_fault(code, lines, audio)
+        if fault is not None:
+            raise fault
         _check_header(lines, source, max_seconds, audio)
         if audio.samples == 0:
             reason = _reason(lines, source)
             raise AudioDecodeError(f"could not decode the audio: {reason}" if code != 0 else
                                    f"the input holds no audio samples ({reason})")
-        audio.warnings = _warnings(lines, source, audio)
+        audio.warnings = _warnings(lines, source, audio, code, stderr.dropped)
     except BaseException as exc:
         error = exc
         raise
     finally:
-        if proc.poll() is None:
+        ended.set()
+        if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait()
         audio._finish(error)
     return audio
 
 
+def _start(source: Path) -> subprocess.Popen:
+    cmd = [_ffmpeg(), "-nostdin", "-hide_banner", "-nostats", "-loglevel", "level+info", "-threads", "0",
+           "-protocol_whitelist", ",".join(PROTOCOLS), "-format_whitelist", ",".join(DEMUXERS),
+           "-i", f"file:{source}",  # a path, whatever its name: never read as a URL or a pattern
+           "-vn", "-sn", "-dn",  # audio only, even from a video container
+           "-f", "s16le", "-ac", "1", "-ar", str(SAMPLE_RATE), "-"]
+    try:
+        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except OSError as exc:  # EMFILE, ENOMEM, EAGAIN, a broken binary...
+        raise ServiceFaultError(f"the audio decoder could not start ({exc.strerror or exc}); {_RETRY}") from exc
+
+
+def _kill_when(cancelled: threading.Event, ended: threading.Event, proc: subprocess.Popen) -> None:
+    """Kill ffmpeg the moment the request is cancelled, even while it reads nothing and writes nothing."""
+    while not cancelled.wait(_WATCH_S):
+        if ended.is_set():
+            return
+    if not ended.is_set():
+        proc.kill()
+
+
+class _Scratch:
+    """The PCM file being written: a failing open or write (disk full, I/O error) is our fault, not the input's."""
+
+    def __init__(self, audio: AudioFile):
+        self.audio = audio
+        self.file: Optional[BinaryIO] = None
+
+    def __enter__(self) -> "_Scratch":
+        self.file = self._io(lambda: open(self.audio.path, "wb"))
+        return self
+
+    def append(self, data: bytes) -> None:
+        self._io(lambda: (self.file.write(data), self.file.flush()))
+
+    def __exit__(self, kind, *_) -> None:
+        if kind is None:
+            self._io(self.file.close)
+            return
+        with contextlib.suppress(OSError):  # the error in flight says more than the close's
+            self.file.close()
+
+    def _io(self, action):
+        try:
+            return action()
+        except OSError as exc:
+            raise ServiceFaultError(f"the decoded audio could not be written to the server's scratch disk "
+                                    f"({exc.strerror or exc}) after {self.audio.seconds:.0f} s of audio; "
+                                    f"{_RETRY}") from exc
+
+
+class _Stderr:
+    """ffmpeg's messages, bounded: the first 256 kB (the input's header), the last 100 lines (why it ended)."""
+
+    HEAD_BYTES = 256 * 1024
+    TAIL_LINES = 100
+    LINE_BYTES = 4096
+
+    def __init__(self):
+        self._head: list[str] = []
+        self._head_bytes = 0
+        self._tail: deque[str] = deque(maxlen=self.TAIL_LINES)
+        self.dropped = 0
+        """Warnings and errors neither kept at the head nor among the last lines."""
+        self._lock = threading.Lock()
+
+    def collect(self, stream: BinaryIO) -> None:
+        for raw in iter(lambda: stream.readline(self.LINE_BYTES), b""):
+            line = raw.decode("utf-8", "replace").strip()
+            if not line:
+                continue
+            with self._lock:
+                if not self._tail and self._head_bytes + len(raw) <= self.HEAD_BYTES:
+                    self._head.append(line)
+                    self._head_bytes += len(raw)
+                    continue
+                if len(self._tail) == self.TAIL_LINES and _COMPLAINT.search(self._tail[0]):
+                    self.dropped += 1
+                self._tail.append(line)
+
+    def lines(self) -> list[str]:
+        with self._lock:
+            return [*self._head, *self._tail]
+
+
+_COMPLAINT = re.compile(r"\[(warning|error|fatal|panic)\] ")
+_LEVEL = re.compile(r"\[(panic|fatal|error|warning|info|verbose|debug)\] ")
+_CAUGHT_SIGNAL = re.compile(r"received signal (\d+)")
+
+
+def _our_fault(code: int, lines: list[str], audio: AudioFile) -> Optional[ServiceFaultError]:
+    """The error when ffmpeg's end was our side's doing, not the input's (see the module's doc)."""
+    after = f"after {audio.seconds:.0f} s of audio"
+    caught = _CAUGHT_SIGNAL.search(" ".join(lines[-3:])) if code == 255 else None
+    if code < 0 or caught:
+        number = -code if code < 0 else int(caught.group(1))
+        return ServiceFaultError(f"the audio decoder was killed ({_signal_name(number)}) {after}; {_RETRY}")
+    if code != 0 and not any(_LEVEL.search(ln) for ln in lines):
+        said = f": {lines[-1][:200]}" if lines else ""
+        return ServiceFaultError(f"the audio decoder could not start (exit {code}{said}); {_RETRY}")
+    if code != 0 and any("Cannot allocate memory" in ln for ln in lines[-5:]):
+        return ServiceFaultError(f"the audio decoder ran out of memory {after}; {_RETRY}")
+    return None
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return f"signal {number}, {signal.Signals(number).name}"
+    except ValueError:
+        return f"signal {number}"
+
+
 def _too_long(max_seconds: float) -> PayloadTooLargeError:
     return PayloadTooLargeError(f"the audio is longer than {max_seconds:.0f} s, the most this endpoint decodes "
                                 f"per request (WHISPER_MAX_AUDIO_SECONDS); split it, or raise the limit")
-
-
-def _lines(stderr: list[bytes]) -> list[str]:
-    return [ln.strip() for ln in b"".join(stderr).decode("utf-8", "replace").splitlines() if ln.strip()]
 
 
 _DURATION = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
@@ -172,18 +319,26 @@ def _check_header(lines: list[str], source: Path, max_seconds: float, audio: Aud
 
 
 def _clean(line: str, source: Path) -> str:
-    line = line.replace(str(source), "input")  # the temp path means nothing to a caller
+    line = line.replace(f"file:{source}", "input").replace(str(source), "input")  # a temp path means nothing
     line = re.sub(r"^\[(\w+)[^\]]*@ 0x[0-9a-f]+\] ", r"\1: ", line)  # "[mp3 @ 0x55..] " -> "mp3: "
     return re.sub(r"\[(warning|error|fatal|info)\] ", "", line)
 
 
+_NOT_ACCEPTED = re.compile(r"^\[(\w+) @ 0x[0-9a-f]+\] \[error\] Format not on whitelist")
+
+
 def _reason(lines: list[str], source: Path) -> str:
+    for line in lines:
+        if m := _NOT_ACCEPTED.match(line):
+            return (f"it is in the {m.group(1)} format, which this endpoint does not read (only audio and video "
+                    f"files: playlists, file lists and image sequences are refused); send the audio itself")
     problems = [_clean(ln, source) for ln in lines if "[error]" in ln or "[fatal]" in ln]
     return "; ".join(problems[-3:]) if problems else "ffmpeg found no audio stream"
 
 
-def _warnings(lines: list[str], source: Path, audio: AudioFile) -> list[str]:
-    """The decoder's own complaints, and a file that ends before its declared length."""
+def _warnings(lines: list[str], source: Path, audio: AudioFile, code: int = 0, dropped: int = 0) -> list[str]:
+    """The decoder's own complaints, a decoder that stopped on the input's error, and a file that ends
+    before its declared length. ``dropped``: messages not kept (see ``_Stderr``)."""
     wav, wav_seconds = _wav_header(source)
     found: list[str] = []
     for line in lines:
@@ -202,9 +357,12 @@ def _warnings(lines: list[str], source: Path, audio: AudioFile) -> list[str]:
                             f"{audio.seconds:.1f} s could be decoded (a cut or incomplete file?)")
     if _ogg_unended(source):  # an Ogg file's length is that of its last page: a cut one declares what it holds
         found.insert(0, "the input ends early: its last Ogg page does not end the stream (a cut or incomplete file?)")
-    if found:
-        found = found[:_MAX_WARNINGS] + ([f"... and {len(found) - _MAX_WARNINGS} more decoder messages"]
-                                         if len(found) > _MAX_WARNINGS else [])
+    if code != 0:  # not ours (_our_fault): the input stopped the decoder
+        found.insert(0, f"the decoder stopped at {audio.seconds:.1f} s on an error in the input "
+                        f"({_reason(lines, source)}): the rest of the input was not transcribed")
+    more = len(found) - _MAX_WARNINGS + dropped if len(found) > _MAX_WARNINGS else dropped
+    if more:
+        found = found[:_MAX_WARNINGS] + [f"... and {more} more decoder messages"]
     return found
 
 

@@ -183,7 +183,7 @@ class Scheduler:
             if job.cancelled.is_set():
                 job.audio._finish(CancelledError("the request was given up"))
                 return
-            decode_to_file(job.source, job.audio, self.config.max_audio_seconds, job.cancelled.is_set)
+            decode_to_file(job.source, job.audio, self.config.max_audio_seconds, job.cancelled)
         except BaseException as exc:  # noqa: BLE001 - recorded on job.audio; the cutter reports it
             if not job.audio.done:  # the decoder failed before it could say so itself
                 job.audio._finish(exc if isinstance(exc, WhisperServeError) else ServiceFaultError(
