@@ -64,6 +64,12 @@ def long_clip() -> speech.Clip:
 
 
 @pytest.fixture(scope="session")
+def long_flac() -> speech.Clip:
+    """``long_clip`` as FLAC: decoded by ffmpeg (a 16 kHz mono WAV is copied without it), for decoder faults."""
+    return speech.long_clip(3.0, fmt="flac")
+
+
+@pytest.fixture(scope="session")
 def minute_clip() -> speech.Clip:
     """About a minute of speech: more than one 30 s chunk, cheap enough for option tests."""
     return speech.long_clip(1.0)

@@ -83,12 +83,12 @@ def assert_service_fault(error: dict, needle: str) -> None:
 # --- ffmpeg killed mid-decode ---------------------------------------------------------------------
 
 
-def test_a_decoder_killed_mid_decode_is_a_503_never_a_200(server, switch, long_clip):
+def test_a_decoder_killed_mid_decode_is_a_503_never_a_200(server, switch, long_flac):
     """Three minutes, decoded at real-time speed: once its first 10 s are on disk, ffmpeg is SIGKILLed.
     The old server answered 200 with those seconds' transcript (and a warning that the input "ends early")."""
     switch.set("slow")
     answer: dict = {}
-    thread = threading.Thread(target=lambda: answer.update(r=post(server, long_clip.path.read_bytes())))
+    thread = threading.Thread(target=lambda: answer.update(r=post(server, long_flac.path.read_bytes())))
     thread.start()
     kill_mid_decode(server, thread.is_alive)
     thread.join()
@@ -99,12 +99,12 @@ def test_a_decoder_killed_mid_decode_is_a_503_never_a_200(server, switch, long_c
     assert_service_fault(r.json()["error"], "killed (signal 9, SIGKILL)")
 
 
-def test_a_decoder_killed_mid_stream_ends_it_with_an_error_never_done(server, switch, long_clip):
+def test_a_decoder_killed_mid_stream_ends_it_with_an_error_never_done(server, switch, long_flac):
     """Streamed, and killed once the first segment is out (the status, 200, is sent): the last line is
     the 503 error. (Killed before any segment, a streamed request gets the JSON 503 above.)"""
     switch.set("slow")
     # without the VAD (which reads 120 s blocks) the first window is cut after 30 s of audio, not 120 s
-    r = post(server, long_clip.path.read_bytes(), {CA: "stream=true;vad_filter=false"}, stream=True)
+    r = post(server, long_flac.path.read_bytes(), {CA: "stream=true;vad_filter=false"}, stream=True)
     assert r.status_code == 200, r.text
     lines = r.iter_lines()
     first = json.loads(next(line for line in lines if line))
@@ -137,7 +137,7 @@ def settled_threads(process: psutil.Process, equal_to: int | None = None) -> int
 def test_a_decoder_that_cannot_start_is_a_503_at_once_and_leaks_nothing(server, switch):
     """Popen raises (Exec format error here; EMFILE or ENOMEM alike). The old server left the request
     waiting for audio until its timeout (504), and its cutter thread waiting for good."""
-    clip = speech.speak(speech.SENTENCES[2])
+    clip = speech.speak(speech.SENTENCES[2], fmt="flac")
     process = worker(server)
     assert_heard(post(server, clip.path.read_bytes()), clip)  # the pools have their threads
     threads = settled_threads(process)

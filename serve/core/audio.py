@@ -6,7 +6,8 @@ samples go to a file in the request's scratch directory as 16-bit PCM (what
 openai-whisper's and faster-whisper's own loaders produce), so a 3-hour
 recording costs 345 MB of disk and no memory: the scheduler reads the 30 s it
 decodes next. ``AudioFile`` lets readers wait for samples as they arrive, so
-transcription starts before the decoding ends.
+transcription starts before the decoding ends. A WAV that is already 16 kHz
+mono 16-bit PCM is copied as it is, without ffmpeg (``serve.core.wav``).
 
 ffmpeg reads the body and nothing else: only the ``file`` and ``pipe``
 protocols, and only the demuxers of the formats we accept (``DEMUXERS``), none
@@ -48,6 +49,7 @@ from typing import BinaryIO, Optional
 import numpy as np
 
 from ..errors import AudioDecodeError, CancelledError, PayloadTooLargeError, ServiceFaultError
+from . import wav
 
 SAMPLE_RATE = 16000
 BYTES_PER_SAMPLE = 2  # s16le
@@ -132,31 +134,25 @@ def decode_to_file(source: Path, audio: AudioFile, max_seconds: float = 0.0,
     side failed (see the module's doc).
     """
     cancelled = cancelled or threading.Event()
-    limit = int(max_seconds * SAMPLE_RATE) if max_seconds else 0
     stderr = _Stderr()
     ended = threading.Event()
     proc: Optional[subprocess.Popen] = None
     error: Optional[BaseException] = None
     try:
+        header = wav.read_header(source)
+        if header is not None and header.passes_through(SAMPLE_RATE):
+            _copy_samples(source, header, audio, max_seconds, cancelled)
+            return audio
         proc = _start(source)
         reader = threading.Thread(target=stderr.collect, args=(proc.stderr,), daemon=True)  # never blocks ffmpeg
         reader.start()
         threading.Thread(target=_kill_when, args=(cancelled, ended, proc), daemon=True).start()
         with _Scratch(audio) as out:
-            pending = b""
+            sink = _Samples(out, audio, max_seconds, cancelled)
             while chunk := proc.stdout.read(_READ_BYTES):
-                if cancelled.is_set():
-                    raise CancelledError("the request was given up")
-                pending += chunk
-                whole = len(pending) - len(pending) % BYTES_PER_SAMPLE
-                out.append(pending[:whole])
-                pending = pending[whole:]
-                samples = audio.samples + whole // BYTES_PER_SAMPLE
-                if limit and samples > limit:
-                    raise _too_long(max_seconds)
+                sink.add(chunk)
                 if audio.declared_seconds is None:  # until ffmpeg has printed the input's header
                     _check_header(stderr.lines(), source, max_seconds, audio)
-                audio._grow(samples)
         code = proc.wait()
         reader.join()
         if cancelled.is_set():  # before the exit code: a cancel kills ffmpeg
@@ -181,6 +177,59 @@ def decode_to_file(source: Path, audio: AudioFile, max_seconds: float = 0.0,
             proc.wait()
         audio._finish(error)
     return audio
+
+
+class _Samples:
+    """Decoded bytes -> whole 16-bit samples in the PCM file, readers told, the length limit and a cancel obeyed."""
+
+    def __init__(self, out: "_Scratch", audio: AudioFile, max_seconds: float, cancelled: threading.Event):
+        self.out, self.audio, self.max_seconds, self.cancelled = out, audio, max_seconds, cancelled
+        self.limit = int(max_seconds * SAMPLE_RATE) if max_seconds else 0
+        self.pending = b""
+
+    def add(self, chunk: bytes) -> None:
+        if self.cancelled.is_set():
+            raise CancelledError("the request was given up")
+        self.pending += chunk
+        whole = len(self.pending) - len(self.pending) % BYTES_PER_SAMPLE
+        self.out.append(self.pending[:whole])
+        self.pending = self.pending[whole:]
+        samples = self.audio.samples + whole // BYTES_PER_SAMPLE
+        if self.limit and samples > self.limit:
+            raise _too_long(self.max_seconds)
+        self.audio._grow(samples)
+
+
+def _copy_samples(source: Path, header: wav.WavHeader, audio: AudioFile, max_seconds: float,
+                  cancelled: threading.Event) -> None:
+    """A WAV already in the engines' format: its samples copied as they are, no ffmpeg (``serve.core.wav``).
+
+    What the ffmpeg path guarantees holds: the length limit from the header
+    first, samples readable as they arrive, a data chunk shorter than its
+    header says is a warning, a failing read or write of our disk is ours.
+    """
+    audio.declared_seconds = header.seconds
+    if max_seconds and header.seconds and header.seconds > max_seconds + 1:
+        raise _too_long(max_seconds)
+    remaining = header.data_bytes
+    try:
+        body = open(source, "rb")
+    except OSError as exc:
+        raise ServiceFaultError(f"the request's body could not be read back ({exc.strerror or exc}); {_RETRY}") \
+            from exc
+    with body, _Scratch(audio) as out:
+        sink = _Samples(out, audio, max_seconds, cancelled)
+        body.seek(header.data_at)
+        while remaining is None or remaining > 0:
+            chunk = body.read(_READ_BYTES if remaining is None else min(_READ_BYTES, remaining))
+            if not chunk:
+                break
+            if remaining is not None:
+                remaining -= len(chunk)
+            sink.add(chunk)
+    if audio.samples == 0:
+        raise AudioDecodeError("the input holds no audio samples (its WAV data chunk is empty)")
+    audio.warnings = _warnings([], source, audio)
 
 
 def _start(source: Path) -> subprocess.Popen:
@@ -339,11 +388,12 @@ def _reason(lines: list[str], source: Path) -> str:
 def _warnings(lines: list[str], source: Path, audio: AudioFile, code: int = 0, dropped: int = 0) -> list[str]:
     """The decoder's own complaints, a decoder that stopped on the input's error, and a file that ends
     before its declared length. ``dropped``: messages not kept (see ``_Stderr``)."""
-    wav, wav_seconds = _wav_header(source)
+    header = wav.read_header(source)
+    wav_seconds = header.seconds if header is not None else None
     found: list[str] = []
     for line in lines:
         if ("[warning]" in line or "[error]" in line) and not any(b in line for b in _BENIGN):
-            if wav and any(b in line for b in _WAV_END):
+            if header is not None and any(b in line for b in _WAV_END):
                 continue  # said below from the header, where it says anything
             text = _clean(line, source)
             if text not in found:
@@ -369,27 +419,6 @@ def _warnings(lines: list[str], source: Path, audio: AudioFile, code: int = 0, d
 _WAV_END = ("Packet corrupt", "corrupt input packet", "Ignoring maximum wav data size")
 """What ffmpeg says of any WAV whose data ends before its header's size, a streamed WAV's
 "unknown" size (0xFFFFFFFF) included: noise on a whole file, a riddle on a cut one."""
-
-
-def _wav_header(source: Path) -> tuple[bool, Optional[float]]:
-    """Whether ``source`` is a WAV file, and its length by its header (ffmpeg estimates it from the file's size).
-
-    The length is None when the header does not say: a WAV written to a pipe
-    has a data size of 0 or 0xFFFFFFFF.
-    """
-    with open(source, "rb") as f:
-        head = f.read(4096)
-    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-        return False, None
-    at, byte_rate = 12, 0
-    while at + 8 <= len(head):
-        chunk, size = head[at:at + 4], int.from_bytes(head[at + 4:at + 8], "little")
-        if chunk == b"fmt " and at + 20 <= len(head):
-            byte_rate = int.from_bytes(head[at + 16:at + 20], "little")
-        if chunk == b"data":
-            return True, size / byte_rate if byte_rate and size not in (0, 0xFFFFFFFF) else None
-        at += 8 + size + (size & 1)
-    return True, None
 
 
 def _ogg_unended(source: Path) -> bool:

@@ -40,13 +40,14 @@ def test_decodes_every_format_to_16k_mono(fmt, tmp_path):
     assert result.path.stat().st_size == result.samples * 2  # 16-bit PCM on disk, not in memory
 
 
-def test_readers_see_the_audio_while_it_is_decoded(long_clip, tmp_path):
+def test_readers_see_the_audio_while_it_is_decoded(tmp_path):
     """The cutter waits for samples as they arrive: transcription starts before decoding ends."""
+    long_mp3 = speech.long_clip(3.0, fmt="mp3")  # decoded by ffmpeg (a 16 kHz WAV is copied at once)
     file = audio.AudioFile(tmp_path / "audio.pcm")
     seen = []
     reader = threading.Thread(target=lambda: seen.append(file.wait_for(10 * audio.SAMPLE_RATE)))
     reader.start()
-    audio.decode_to_file(long_clip.path, file)
+    audio.decode_to_file(long_mp3.path, file)
     reader.join(10)
     assert seen and 10 * audio.SAMPLE_RATE <= seen[0] < file.samples
     assert file.read(0, 10).shape == (10,) and len(file.read(file.samples - 5, file.samples + 100)) == 5
@@ -168,7 +169,7 @@ def test_a_decoder_killed_mid_decode_fails_the_request(minute_clip, tmp_path, si
 def test_a_decoder_that_cannot_start_or_run_fails_the_request_at_once(tmp_path, monkeypatch, mode, needle):
     monkeypatch.setenv("PATH", FfmpegSwitch(tmp_path / "bin", mode).env()["PATH"])
     file = audio.AudioFile(tmp_path / "audio.pcm")
-    clip = speech.speak(speech.SENTENCES[0])
+    clip = speech.speak(speech.SENTENCES[0], fmt="flac")  # a 16 kHz WAV would not need ffmpeg
     with pytest.raises(ServiceFaultError) as err:
         audio.decode_to_file(clip.path, file)
     assert needle in err.value.message and "send it again" in err.value.message
@@ -273,7 +274,7 @@ def test_a_body_named_like_an_image_pattern_opens_nothing_else(tmp_path):
     """ffmpeg takes a path with %03d for an image sequence (speech001.png, ...): refused, nothing opened."""
     with Tripwires(tmp_path, speech.speak(speech.SENTENCES[5]).path.read_bytes()) as wires:
         body = tmp_path / "speech%03d.png"
-        body.write_bytes(speech.speak(speech.SENTENCES[0]).path.read_bytes())
+        body.write_bytes(speech.speak(speech.SENTENCES[0], fmt="flac").path.read_bytes())  # for ffmpeg to read
         with pytest.raises(AudioDecodeError, match="image2 format, which this endpoint does not read"):
             decoded(body, tmp_path)
         assert wires.touched() == []

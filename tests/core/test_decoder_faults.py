@@ -45,7 +45,7 @@ def test_a_decoder_that_cannot_start_fails_the_request_at_once(engine, tmp_path,
     switch = FfmpegSwitch(tmp_path / "bin", "broken")
     monkeypatch.setenv("PATH", switch.env()["PATH"])
     (tmp_path / "job").mkdir()
-    job = engine.submit(speech.speak(speech.SENTENCES[0]).path, tmp_path / "job")
+    job = engine.submit(speech.speak(speech.SENTENCES[0], fmt="flac").path, tmp_path / "job")  # not a 16 kHz WAV
     with pytest.raises(ServiceFaultError, match=r"could not start \(Exec format error\)") as err:
         job.wait(timeout=HANG_GUARD_S)
     assert status_of(err.value) == 503

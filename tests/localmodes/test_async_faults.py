@@ -46,12 +46,12 @@ def assert_failed_with_a_service_fault(tmp_path: Path, service: AsyncService, ne
     assert error["type"] == "ServiceUnavailable" and needle in error["message"], error
 
 
-def test_a_decoder_killed_mid_decode_is_a_failure_notification(server, switch, long_clip, tmp_path):
+def test_a_decoder_killed_mid_decode_is_a_failure_notification(server, switch, long_flac, tmp_path):
     """The old server answered 200 with the first seconds' transcript: written as the output, "Completed"."""
     switch.set("slow")
     try:
         with running_service(tmp_path, server.url) as (service, url):
-            async_endpoint.invoke(url, str(long_clip.path), inference_id="killed")
+            async_endpoint.invoke(url, str(long_flac.path), inference_id="killed")
             kill_mid_decode(server, lambda: service.queue.counts()[DONE] + service.queue.counts()[FAILED] == 0)
             wait_until(lambda: service.queue.counts()[DONE] + service.queue.counts()[FAILED] == 1, WAIT_S,
                        "the request to end")
@@ -65,7 +65,7 @@ def test_a_decoder_that_cannot_start_is_a_failure_notification(server, switch, t
     switch.set("broken")
     try:
         with running_service(tmp_path, server.url) as (service, url):
-            async_endpoint.invoke(url, str(speech.speak(speech.SENTENCES[0]).path), inference_id="unstarted")
+            async_endpoint.invoke(url, str(speech.speak(speech.SENTENCES[0], fmt="flac").path), inference_id="unstarted")
             wait_until(lambda: service.queue.counts()[DONE] + service.queue.counts()[FAILED] == 1, WAIT_S,
                        "the request to end")
             assert_failed_with_a_service_fault(tmp_path, service, "could not start (Exec format error)")
