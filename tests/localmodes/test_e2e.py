@@ -1,8 +1,8 @@
 """The three modes end to end, through the real gunicorn server and the embedded tiny.en.
 
-One server (ctranslate2 backend) is shared by the module; the batch and async
-commands run as subprocesses exactly as the README shows them, with S3 and SNS
-on moto.
+The session's ctranslate2 server (shared with the other server tests); the
+batch and async commands run as subprocesses exactly as the README shows
+them, with S3 and SNS on moto.
 """
 
 from __future__ import annotations
@@ -22,19 +22,14 @@ import requests
 from localmodes.async_queue import DONE, FAILED, QUEUED, RUNNING, Queue
 from localmodes.server import free_port
 from tests import speech
-from tests.server_harness import running_server
 from tests._moto import moto_environment, reset_moto
-from tests.localmodes.test_support import subprocess_env, wait_until
+from tests.localmodes.test_support import CORRUPT, clip_in, real, subprocess_env, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 FORMATS = ("wav", "mp3", "ogg", "flac", "m4a", "webm", "mp4")
-CORRUPT = b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(range(256)) * 8  # a WAV header, then garbage
 
 
-@pytest.fixture(scope="module")
-def server():
-    with running_server("ctranslate2") as handle:
-        yield handle
+pytestmark = real
 
 
 @pytest.fixture(scope="module")
@@ -52,10 +47,6 @@ def aws(moto_server, tmp_path_factory):
 def run_module(module: str, *args: str, env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=subprocess_env(env),
                           capture_output=True, text=True, timeout=timeout)
-
-
-def clip_in(fmt: str, index: int) -> speech.Clip:
-    return speech.speak(speech.SENTENCES[index], speech.VOICES[index % len(speech.VOICES)], fmt)
 
 
 # ---- real time -------------------------------------------------------------------------
