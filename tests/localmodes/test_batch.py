@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import boto3
 import pytest
@@ -163,21 +164,26 @@ def test_an_empty_input_is_an_error_not_a_success(server, tmp_path, capsys):
 
 @real
 def test_ctrl_c_cancels_the_files_not_yet_started(server, tmp_path, monkeypatch):
-    import time
-
+    """Ctrl-C in the first file; a second one may have started before it was seen, and it is held until
+    the command has raised. The worker then runs what was not cancelled: that second file at most."""
     inputs = tmp_path / "in"
     inputs.mkdir()
     for i in range(20):
         (inputs / f"{i:02}.wav").write_bytes(b"audio")
-    calls = []
+    calls, workers, raised = [], set(), threading.Event()
 
     def interrupted(*args, **kwargs):
         calls.append(1)
-        time.sleep(0.05)
-        raise KeyboardInterrupt
+        workers.add(threading.current_thread())
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        raised.wait(60)
 
     monkeypatch.setattr(batch_transform, "_transform_one", interrupted)
     with pytest.raises(KeyboardInterrupt):
         transform(server.url, str(inputs), str(tmp_path / "out"), max_concurrent=1, progress=False)
-    time.sleep(0.2)
-    assert len(calls) <= 2, "the queued files were cancelled, not each run"
+    raised.set()
+    for worker in workers:
+        worker.join(60)
+    assert not any(worker.is_alive() for worker in workers)
+    assert len(calls) <= 2, f"{len(calls)} of 20 files run: the queued files were not cancelled"
