@@ -189,11 +189,9 @@ def test_boto3_sagemaker_runtime_client_works_against_the_service(server, aws, t
                                                  InputLocation=audio(tmp_path, "a.wav", clip.path.read_bytes()),
                                                  InferenceId="via-boto3", ContentType="audio/wav", Accept="text/plain")
         wait_until(lambda: finished(service, 1), 120, "the request")
-        try:
+        with pytest.raises(runtime.exceptions.ClientError) as refused:
             runtime.invoke_endpoint_async(EndpointName="whisper", InputLocation="x", InferenceId="../up")
-            raise AssertionError("expected a ValidationError")
-        except runtime.exceptions.ClientError as e:
-            assert e.response["Error"]["Code"] == "ValidationError"
+        assert refused.value.response["Error"]["Code"] == "ValidationError"
     assert response["InferenceId"] == "via-boto3"
     assert response["OutputLocation"] == str(tmp_path / "out" / "via-boto3.out")
     assert response["FailureLocation"] == str(tmp_path / "fail" / "via-boto3-error.out")
