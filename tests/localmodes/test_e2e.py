@@ -255,8 +255,8 @@ def test_async_restart_mid_queue_loses_nothing(server, aws, tmp_path):
     out, fail = tmp_path / "out", tmp_path / "fail"
     notes_file = tmp_path / "notifications.jsonl"
     clips = {f"r{i:02d}": clip_in(FORMATS[i % len(FORMATS)], i) for i in range(10)}
-    # Running when the kill lands on any CPU: three minutes of speech are six engine calls or more,
-    # and the kill follows the queue's row turning "running" by one poll of the database.
+    # Running when the kill lands, on any CPU: three minutes of speech are seven 30 s windows (two engine
+    # calls of four windows on CPU), and the kill follows the row turning "running" by one 10 ms poll.
     clips["r02"] = speech.long_clip(3.0)
     service = AsyncProcess(server.url, aws, tmp_path, str(out), str(fail), [f"file:{notes_file}"])
     service.start()
