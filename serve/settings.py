@@ -256,7 +256,7 @@ class Settings:
     client_timeout: int = setting(
         "WHISPER_CLIENT_TIMEOUT_S", 60, integer(1, 3600),
         doc="a client silent this long mid-body, or slower than this to send its headers, is dropped: nginx "
-            "closes the connection (it logs 408) and nothing reaches gunicorn")
+            "closes the connection without an answer (it logs 408, never sends it) and nothing reaches gunicorn")
     server_threads: int = setting(
         "WHISPER_SERVER_THREADS", 64, integer(4, 1024),
         doc="connection threads per worker: each request waiting for its transcription holds one, so this bounds "

@@ -85,7 +85,7 @@ def split_by_timestamps(tokens: Sequence[int], timestamp_begin: int,
     if not pairs:
         times = [t for t in tokens if t >= timestamp_begin]
         end = duration
-        if times and times[-1] != timestamp_begin:
+        if times and times[-1] != timestamp_begin and is_time[-1]:  # a closing timestamp; a start one is no end
             end = min(duration, (times[-1] - timestamp_begin) * TIME_PRECISION)
         start = (times[0] - timestamp_begin) * TIME_PRECISION if times and is_time[0] else 0.0
         return [{"start": start, "end": max(start, end), "tokens": tokens, "at": 0}], None

@@ -29,7 +29,6 @@ from ..errors import NotAcceptableError
 @dataclass(frozen=True)
 class Writer:
     mimetype: str
-    extension: str
     render: Callable[[Transcription, dict], str]
     """(transcription, extra JSON fields) -> body text."""
 
@@ -94,11 +93,11 @@ def render_tsv(t: Transcription, extra: dict) -> str:
 
 WRITERS: tuple[Writer, ...] = (
     # Order matters: on a tie (*/*, text/*) the first listed wins.
-    Writer("application/json", "json", render_json),
-    Writer("text/plain", "txt", render_text),
-    Writer("text/vtt", "vtt", render_vtt),
-    Writer("application/x-subrip", "srt", render_srt),
-    Writer("text/tab-separated-values", "tsv", render_tsv),
+    Writer("application/json", render_json),
+    Writer("text/plain", render_text),
+    Writer("text/vtt", render_vtt),
+    Writer("application/x-subrip", render_srt),
+    Writer("text/tab-separated-values", render_tsv),
 )
 SUPPORTED = tuple(w.mimetype for w in WRITERS)
 DEFAULT = WRITERS[0]
@@ -125,7 +124,7 @@ def writer_for_accept(accept: Optional[str]) -> Writer:
     return next(w for w in WRITERS if w.mimetype == best)
 
 
-SSE_MARKER = Writer(EVENT_STREAM, "sse", lambda t, extra: render_json(t, extra))
+SSE_MARKER = Writer(EVENT_STREAM, lambda t, extra: render_json(t, extra))
 """What ``writer_for_accept`` returns for ``text/event-stream``: the answer must be streamed."""
 
 

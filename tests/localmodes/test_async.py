@@ -1,4 +1,5 @@
-"""Local async endpoint against a stand-in container (the real server is in test_e2e)."""
+"""Local async endpoint against the real server; a stand-in container where a test must see how many
+requests are in flight, and a socket server that breaks connections mid-answer."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from localmodes.async_endpoint import AsyncConfig, AsyncService, create_app
 from localmodes.async_queue import DONE, FAILED, QUEUED, RUNNING, Queue
 from localmodes.notify import Notifier, parse_sink
 from localmodes.server import free_port
-from tests.localmodes.test_support import StandIn, serving, wait_until
+from tests.localmodes.test_support import CORRUPT, StandIn, assert_heard, clip_in, real, serving, wait_until
 
 H = "X-Amzn-SageMaker-"
 
@@ -52,14 +53,16 @@ def finished(service, n):
     return counts[DONE] + counts[FAILED] >= n
 
 
-def test_accepts_at_once_then_writes_outputs_failures_and_notifications(tmp_path):
-    stand_in = StandIn(delay=0.05)
-    with stand_in.running() as backend, running_service(tmp_path, backend) as (service, url):
-        good = async_endpoint.invoke(url, audio(tmp_path, "a.wav", b"good audio"), "whisper-async",
-                                     inference_id="req-1", accept="text/plain", custom_attributes="language=en")
+@real
+def test_accepts_at_once_then_writes_outputs_failures_and_notifications(server, tmp_path):
+    clip = clip_in("wav", 10)
+    with running_service(tmp_path, server.url) as (service, url):
+        good = async_endpoint.invoke(url, audio(tmp_path, "a.wav", clip.path.read_bytes()), "whisper-async",
+                                     inference_id="req-1", accept="application/json",
+                                     custom_attributes="word_timestamps=true")
         response = requests.post(f"{url}/endpoints/whisper-async/async-invocations", timeout=10, headers={
-            H + "InputLocation": audio(tmp_path, "b.mp3", b"corrupt bytes"), H + "Inference-Id": "req-2"})
-        wait_until(lambda: finished(service, 2), 10, "both requests")
+            H + "InputLocation": audio(tmp_path, "b.mp3", CORRUPT), H + "Inference-Id": "req-2"})
+        wait_until(lambda: finished(service, 2), 120, "both requests")
 
     assert good == {"InferenceId": "req-1", "OutputLocation": str(tmp_path / "out" / "req-1.out"),
                     "FailureLocation": str(tmp_path / "fail" / "req-1-error.out")}
@@ -67,8 +70,10 @@ def test_accepts_at_once_then_writes_outputs_failures_and_notifications(tmp_path
     assert response.headers[H + "OutputLocation"] == str(tmp_path / "out" / "req-2.out")
     assert response.headers[H + "FailureLocation"] == str(tmp_path / "fail" / "req-2-error.out")
 
-    assert (tmp_path / "out" / "req-1.out").read_text() == "10 bytes of audio/wav as text/plain"
-    assert stand_in.requests[0]["custom"] == "language=en"
+    output = (tmp_path / "out" / "req-1.out").read_bytes()
+    result = json.loads(output)
+    assert_heard(clip, result["text"])
+    assert result["segments"] and all(s["words"] for s in result["segments"]), "the custom attributes reached it"
     assert not (tmp_path / "out" / "req-2.out").exists()
     error_body = json.loads((tmp_path / "fail" / "req-2-error.out").read_text())
     assert error_body["error"]["type"] == "UnsupportedMediaType"
@@ -82,9 +87,9 @@ def test_accepts_at_once_then_writes_outputs_failures_and_notifications(tmp_path
                                                                                   "InferenceResult")
         assert note["requestParameters"]["endpointName"] == "whisper-async"
         assert note["eventTime"].endswith("Z") and note["receivedTime"] <= note["eventTime"]
-    assert ok["requestParameters"]["accept"] == "text/plain"
-    assert ok["requestParameters"]["customAttributes"] == "language=en"
-    assert ok["responseParameters"] == {"contentType": "text/plain; charset=utf-8", "sentContentLength": 35,
+    assert ok["requestParameters"]["accept"] == "application/json"
+    assert ok["requestParameters"]["customAttributes"] == "word_timestamps=true"
+    assert ok["responseParameters"] == {"contentType": "application/json", "sentContentLength": len(output),
                                         "outputLocation": good["OutputLocation"]}
     assert ok["outputLocation"] == good["OutputLocation"] and "failureReason" not in ok
     assert bad["failureLocation"] == str(tmp_path / "fail" / "req-2-error.out")
@@ -118,28 +123,33 @@ def test_without_a_server_requests_wait_and_the_backlog_shows_no_capacity(tmp_pa
     assert metrics["Requests"][FAILED] == 0 and not (tmp_path / "fail").exists()
 
 
-def test_a_restart_takes_up_where_the_last_run_stopped(tmp_path):
+@real
+def test_a_restart_takes_up_where_the_last_run_stopped(server, tmp_path):
     """Rows left ``running`` by a dead process are sent again; queued ones are kept."""
     db = tmp_path / "queue.sqlite"
     queue = Queue(db)
     common = dict(endpoint_name="e", content_type="audio/x-wav", accept=None, custom_attributes=None,
                   ttl_seconds=3600, timeout_seconds=60)
-    for i in range(3):
-        queue.enqueue(inference_id=f"r{i}", input_location=audio(tmp_path, f"{i}.wav", b"audio %d" % i),
+    clips = [clip_in("wav", 11 + i) for i in range(3)]
+    for i, clip in enumerate(clips):
+        queue.enqueue(inference_id=f"r{i}", input_location=audio(tmp_path, f"{i}.wav", clip.path.read_bytes()),
                       output_location=str(tmp_path / "out" / f"r{i}.out"),
                       failure_location=str(tmp_path / "fail" / f"r{i}-error.out"), **common)
     assert queue.claim_next().inference_id == "r0"  # then the process "dies"
     queue.close()
 
-    with StandIn().running() as backend, running_service(tmp_path, backend, db=db) as (service, _):
-        wait_until(lambda: finished(service, 3), 10, "the re-queued requests")
+    with running_service(tmp_path, server.url, db=db) as (service, _):
+        wait_until(lambda: finished(service, 3), 120, "the re-queued requests")
         attempts = {i: service.queue.latest(f"r{i}").attempts for i in range(3)}
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["r0.out", "r1.out", "r2.out"]
     assert attempts == {0: 2, 1: 1, 2: 1}
+    for i, clip in enumerate(clips):
+        assert_heard(clip, json.loads((tmp_path / "out" / f"r{i}.out").read_text())["text"])
 
 
-def test_expired_and_unreadable_requests_fail_with_a_reason(tmp_path):
-    with StandIn().running() as backend, running_service(tmp_path, backend) as (service, url):
+@real
+def test_expired_and_unreadable_requests_fail_with_a_reason(server, tmp_path):
+    with running_service(tmp_path, server.url) as (service, url):
         service.queue.enqueue(inference_id="old", endpoint_name="e", input_location=audio(tmp_path, "o.wav", b"o"),
                               content_type=None, accept=None, custom_attributes=None,
                               output_location=str(tmp_path / "out" / "old.out"),
@@ -170,24 +180,26 @@ def test_invalid_requests_are_refused_as_the_runtime_api_does(tmp_path):
         assert response.json()["message"]
 
 
-def test_boto3_sagemaker_runtime_client_works_against_the_service(aws, tmp_path):
-    with StandIn().running() as backend, running_service(tmp_path, backend) as (service, url):
+@real
+def test_boto3_sagemaker_runtime_client_works_against_the_service(server, aws, tmp_path):
+    clip = clip_in("wav", 14)
+    with running_service(tmp_path, server.url) as (service, url):
         runtime = boto3.client("sagemaker-runtime", endpoint_url=url)
-        response = runtime.invoke_endpoint_async(EndpointName="whisper", InputLocation=audio(tmp_path, "a.wav", b"a"),
+        response = runtime.invoke_endpoint_async(EndpointName="whisper",
+                                                 InputLocation=audio(tmp_path, "a.wav", clip.path.read_bytes()),
                                                  InferenceId="via-boto3", ContentType="audio/wav", Accept="text/plain")
-        wait_until(lambda: finished(service, 1), 10, "the request")
-        try:
+        wait_until(lambda: finished(service, 1), 120, "the request")
+        with pytest.raises(runtime.exceptions.ClientError) as refused:
             runtime.invoke_endpoint_async(EndpointName="whisper", InputLocation="x", InferenceId="../up")
-            raise AssertionError("expected a ValidationError")
-        except runtime.exceptions.ClientError as e:
-            assert e.response["Error"]["Code"] == "ValidationError"
+        assert refused.value.response["Error"]["Code"] == "ValidationError"
     assert response["InferenceId"] == "via-boto3"
     assert response["OutputLocation"] == str(tmp_path / "out" / "via-boto3.out")
     assert response["FailureLocation"] == str(tmp_path / "fail" / "via-boto3-error.out")
-    assert (tmp_path / "out" / "via-boto3.out").read_text() == "1 bytes of audio/wav as text/plain"
+    assert_heard(clip, (tmp_path / "out" / "via-boto3.out").read_text())
 
 
-def test_notifications_go_to_sns_topics_and_webhooks(aws, tmp_path):
+@real
+def test_notifications_go_to_sns_topics_and_webhooks(server, aws, tmp_path):
     sns, sqs = boto3.client("sns"), boto3.client("sqs")
     topics, queues = {}, {}
     for kind in ("success", "error"):
@@ -205,11 +217,12 @@ def test_notifications_go_to_sns_topics_and_webhooks(aws, tmp_path):
             received.append((request.headers.get("x-amz-sns-message-type"), request.get_json()))
         return ""
 
-    with serving(hook) as hook_url, StandIn().running() as backend, running_service(
-            tmp_path, backend, notify=(f"sns:{topics['success']},{topics['error']}", f"{hook_url}/sns")) as (svc, url):
-        async_endpoint.invoke(url, audio(tmp_path, "ok.wav", b"fine"), inference_id="ok")
-        async_endpoint.invoke(url, audio(tmp_path, "bad.wav", b"corrupt"), inference_id="bad")
-        wait_until(lambda: finished(svc, 2) and len(received) == 2, 10, "two notifications")
+    with serving(hook) as hook_url, running_service(
+            tmp_path, server.url, notify=(f"sns:{topics['success']},{topics['error']}", f"{hook_url}/sns")) as (
+            svc, url):
+        async_endpoint.invoke(url, audio(tmp_path, "ok.wav", clip_in("wav", 15).path.read_bytes()), inference_id="ok")
+        async_endpoint.invoke(url, audio(tmp_path, "bad.wav", CORRUPT), inference_id="bad")
+        wait_until(lambda: finished(svc, 2) and len(received) == 2, 120, "two notifications")
 
     def messages(kind):
         got = sqs.receive_message(QueueUrl=queues[kind], MaxNumberOfMessages=10, WaitTimeSeconds=1)["Messages"]
@@ -224,21 +237,23 @@ def test_notifications_go_to_sns_topics_and_webhooks(aws, tmp_path):
     assert by_id["bad"][1]["TopicArn"].endswith(":local-async-error")
 
 
-def test_an_unwritable_output_fails_the_request_and_the_worker_carries_on(tmp_path):
+@real
+def test_an_unwritable_output_fails_the_request_and_the_worker_carries_on(server, tmp_path):
     (tmp_path / "blocker").write_text("a file where the output folder should be")
-    with StandIn().running() as backend:
-        config = AsyncConfig(backend, str(tmp_path / "blocker" / "out"), str(tmp_path / "fail"), 1)
-        service = AsyncService(config, Queue(tmp_path / "q.sqlite"), Notifier([]))
-        service.start()
-        try:
-            with serving(create_app(service)) as url:
-                async_endpoint.invoke(url, audio(tmp_path, "a.wav", b"a"), inference_id="first")
-                async_endpoint.invoke(url, audio(tmp_path, "b.wav", b"b"), inference_id="second")
-                wait_until(lambda: finished(service, 2), 10, "both requests")
-                reasons = [service.queue.latest(i).failure_reason for i in ("first", "second")]
-        finally:
-            service.stop()
-            service.queue.close()
+    config = AsyncConfig(server.url, str(tmp_path / "blocker" / "out"), str(tmp_path / "fail"), 1)
+    service = AsyncService(config, Queue(tmp_path / "q.sqlite"), Notifier([]))
+    service.start()
+    try:
+        with serving(create_app(service)) as url:
+            async_endpoint.invoke(url, audio(tmp_path, "a.wav", clip_in("wav", 16).path.read_bytes()),
+                                  inference_id="first")
+            async_endpoint.invoke(url, audio(tmp_path, "b.wav", clip_in("wav", 17).path.read_bytes()),
+                                  inference_id="second")
+            wait_until(lambda: finished(service, 2), 120, "both requests")
+            reasons = [service.queue.latest(i).failure_reason for i in ("first", "second")]
+    finally:
+        service.stop()
+        service.queue.close()
     assert all(r.startswith("InternalFailure") for r in reasons), reasons
     assert sorted(p.name for p in (tmp_path / "fail").iterdir()) == ["first-error.out", "second-error.out"]
 

@@ -1,8 +1,8 @@
 """The three modes end to end, through the real gunicorn server and the embedded tiny.en.
 
-One server (ctranslate2 backend) is shared by the module; the batch and async
-commands run as subprocesses exactly as the README shows them, with S3 and SNS
-on moto.
+The session's ctranslate2 server (shared with the other server tests); the
+batch and async commands run as subprocesses exactly as the README shows
+them, with S3 and SNS on moto.
 """
 
 from __future__ import annotations
@@ -22,19 +22,14 @@ import requests
 from localmodes.async_queue import DONE, FAILED, QUEUED, RUNNING, Queue
 from localmodes.server import free_port
 from tests import speech
-from tests.server_harness import running_server
 from tests._moto import moto_environment, reset_moto
-from tests.localmodes.test_support import subprocess_env, wait_until
+from tests.localmodes.test_support import CORRUPT, clip_in, real, subprocess_env, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 FORMATS = ("wav", "mp3", "ogg", "flac", "m4a", "webm", "mp4")
-CORRUPT = b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(range(256)) * 8  # a WAV header, then garbage
 
 
-@pytest.fixture(scope="module")
-def server():
-    with running_server("ctranslate2") as handle:
-        yield handle
+pytestmark = real
 
 
 @pytest.fixture(scope="module")
@@ -52,10 +47,6 @@ def aws(moto_server, tmp_path_factory):
 def run_module(module: str, *args: str, env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=subprocess_env(env),
                           capture_output=True, text=True, timeout=timeout)
-
-
-def clip_in(fmt: str, index: int) -> speech.Clip:
-    return speech.speak(speech.SENTENCES[index], speech.VOICES[index % len(speech.VOICES)], fmt)
 
 
 # ---- real time -------------------------------------------------------------------------
@@ -259,35 +250,44 @@ def test_async_ten_requests_one_failure_with_error_notification(server, aws, tmp
 
 
 def test_async_restart_mid_queue_loses_nothing(server, aws, tmp_path):
-    """SIGKILL the service with requests done, running and queued; a restart finishes them all."""
+    """SIGKILL the service while it runs one request, two done and seven queued: the restart re-queues
+    the running one and sends it again (once), and every request is answered and notified."""
     out, fail = tmp_path / "out", tmp_path / "fail"
     notes_file = tmp_path / "notifications.jsonl"
     clips = {f"r{i:02d}": clip_in(FORMATS[i % len(FORMATS)], i) for i in range(10)}
+    # Running when the kill lands, on any CPU: three minutes of speech are seven 30 s windows (two engine
+    # calls of four windows on CPU), and the kill follows the row turning "running" by one 10 ms poll.
+    clips["r02"] = speech.long_clip(3.0)
     service = AsyncProcess(server.url, aws, tmp_path, str(out), str(fail), [f"file:{notes_file}"])
     service.start()
+    queue = Queue(service.db)  # read beside the service (sqlite, WAL), as it writes
     try:
         for inference_id, clip in clips.items():
             service.invoke(str(clip.path), inference_id)
-        wait_until(lambda: service.metrics()["Requests"][DONE] >= 2, 60, "two finished requests")
+        wait_until(lambda: queue.latest("r02").state != QUEUED, 120, "the long request to start", poll=0.01)
         service.kill()
-        queue = Queue(service.db)
         counts_at_crash = queue.counts()
-        queue.close()
-        assert counts_at_crash[QUEUED] >= 3, counts_at_crash
+        assert counts_at_crash == {DONE: 2, RUNNING: 1, QUEUED: 7, FAILED: 0}, counts_at_crash
+        assert queue.latest("r02").state == RUNNING
 
         service.start()
-        wait_until(lambda: service.finished(10), 120, "all ten requests after the restart", poll=0.5)
+        wait_until(lambda: service.finished(10), 180, "all ten requests after the restart", poll=0.5)
         metrics = service.metrics()
+        attempts = {i: queue.latest(i).attempts for i in clips}
     finally:
         service.stop()
+        queue.close()
 
+    assert "re-queued 1 request(s) that were running" in service.log.read_text()
+    assert attempts == {i: 2 if i == "r02" else 1 for i in clips}, "only the running one is sent again"
     assert metrics["Requests"][DONE] == 10 and metrics["Requests"][FAILED] == 0
     assert sorted(p.name for p in out.iterdir()) == [f"{i}.out" for i in sorted(clips)]
-    hyps = [(out / f"{i}.out").read_text() for i in clips]
-    assert speech.wer([c.text for c in clips.values()], hyps) <= speech.MAX_SET_WER, hyps
+    assert speech.incomplete(clips["r02"], (out / "r02.out").read_text()) == []
+    short = [i for i in clips if i != "r02"]
+    hyps = [(out / f"{i}.out").read_text() for i in short]
+    assert speech.wer([clips[i].text for i in short], hyps) <= speech.MAX_SET_WER, hyps
     notified = {json.loads(line)["inferenceId"] for line in notes_file.read_text().splitlines()}
     assert notified == set(clips)
-    assert "re-queued" in service.log.read_text() or counts_at_crash[RUNNING] == 0
 
 
 @pytest.mark.slow

@@ -1,8 +1,11 @@
 """Shared fixtures for the localmodes tests (no tests of its own).
 
-* ``StandIn`` -- a tiny container server speaking the SageMaker contract, so
-  batch and async logic (retries, concurrency, failures) is tested in seconds;
-  the end-to-end tests use the real server instead.
+The batch and async tests run against the real server (``real``: the
+session's ctranslate2 server on the embedded tiny.en), except where they
+inject what the real server cannot do on cue: ``StandIn`` is a tiny container
+speaking the SageMaker contract that answers 503 or 500 when told, reports a
+chosen MaxConcurrentTransforms or no /execution-parameters at all, and holds
+each request for a set time while counting how many are in flight.
 """
 
 from __future__ import annotations
@@ -15,8 +18,17 @@ import time
 from collections import Counter
 from typing import Iterator
 
+import pytest
 from flask import Flask, Response, request
 from werkzeug.serving import make_server
+
+from tests import speech
+
+real = pytest.mark.parametrize("server", ["ctranslate2"], indirect=True)
+"""The real server of the session (tests/server_harness.py), shared with the other server tests."""
+
+CORRUPT = b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(range(256)) * 8
+"""A WAV header, then garbage: the real server answers 415, as for any audio ffmpeg cannot decode."""
 
 
 AWS_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
@@ -108,6 +120,17 @@ def serving(app) -> Iterator[str]:
     finally:
         server.shutdown()
         thread.join()
+
+
+def clip_in(fmt: str, index: int) -> speech.Clip:
+    """Sentence ``index`` spoken in one of several voices, as a ``fmt`` file."""
+    return speech.speak(speech.SENTENCES[index], speech.VOICES[index % len(speech.VOICES)], fmt)
+
+
+def assert_heard(clip: speech.Clip, text: str) -> None:
+    """``text`` is the transcript of ``clip``: nearer its sentence than any other test sentence. (tiny.en
+    mishears some voices badly, so one sentence's word error rate cannot say whose answer it is.)"""
+    assert speech.nearest(text, list(speech.SENTENCES)) == clip.text, (clip.text, text)
 
 
 def wait_until(predicate, timeout: float, what: str, poll: float = 0.1):
