@@ -273,11 +273,22 @@ class Scheduler:
     def _execute(self, call: Call) -> None:
         items = []
         for pack in call.packs:
-            pack = [e for e in pack if not e.job.cancelled.is_set()]
-            if pack:
-                items.append((pack, [e.window.audio(e.job.audio) for e in pack]))
+            read = [(e, audio) for e in pack if (audio := self._read(e)) is not None]
+            if read:
+                items.append(([e for e, _ in read], [audio for _, audio in read]))
         if items:
             self._decode_isolated(call.options, items)
+
+    def _read(self, entry: Entry) -> Optional[np.ndarray]:
+        """A window's samples from its request's PCM file; a read that fails fails that request only."""
+        if entry.job.cancelled.is_set():
+            return None
+        try:
+            return entry.window.audio(entry.job.audio)
+        except OSError as exc:
+            self.cancel(entry.job, ServiceFaultError(f"the request's decoded audio could not be read back from the "
+                                                     f"scratch disk ({exc.strerror or exc}); send it again"))
+            return None
 
     def _decode_isolated(self, options: DecodeOptions, items: list[tuple[list[Entry], list[np.ndarray]]]) -> None:
         """Decode these packs in one engine call. If the engine raises, decode the halves again, down to

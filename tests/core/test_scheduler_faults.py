@@ -160,3 +160,29 @@ def test_a_request_given_up_mid_batch_keeps_its_files_until_the_engine_call_ends
     assert isinstance(outcome(gone), CancelledError)
     assert_own_text([outcome(stays)], [corpus[1]])
     assert released.wait(60) and not r.scratch[gone.id].exists()
+
+
+def test_a_window_that_cannot_be_read_back_fails_only_its_request(real, corpus, run, monkeypatch):
+    """An I/O error reading one request's PCM file (EIO) is that request's 503; its batch mates are decoded."""
+    gate = Gate()
+    r = run(Wrapped(real, gate))
+    read_audio = Window.audio
+    broken: set[str] = set()
+
+    def audio(window, source):
+        if str(source.path) in broken:
+            raise OSError(5, "Input/output error")
+        return read_audio(window, source)
+
+    monkeypatch.setattr(Window, "audio", audio)
+    blocker = r.submit(corpus[8].path)
+    gate.wait_entered()
+    bad, good = r.submit(corpus[0].path), r.submit(corpus[1].path)
+    wait_until(lambda: bad.cut_all and good.cut_all)
+    broken.add(str(bad.audio.path))
+    gate.open_all()
+    blocker.wait(600)
+    result = outcome(bad)
+    assert isinstance(result, ServiceFaultError) and "Input/output error" in str(result), result
+    assert_own_text([outcome(good)], [corpus[1]])
+    assert r.scheduler.health.ok
