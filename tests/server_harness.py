@@ -153,17 +153,22 @@ def s3_env() -> Iterator[dict]:
         "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
         "WHISPER_S3_ALLOW": f"s3://{S3_BUCKET}/inputs",  # what the tests' s3_uri may name
     }
-    s3_client(env).create_bucket(Bucket=S3_BUCKET)
+    s3_client(env)  # makes the bucket
     yield env
     moto.stop()
 
 
 def s3_client(env: dict):
+    """A client of the session's moto S3, its bucket there (moto's state is one per process: a test that
+    resets the ``aws`` fixture's moto empties this one too)."""
     import boto3
 
-    return boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL_S3"], region_name=env["AWS_DEFAULT_REGION"],
-                        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+    client = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL_S3"], region_name=env["AWS_DEFAULT_REGION"],
+                          aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                          aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+    if S3_BUCKET not in {b["Name"] for b in client.list_buckets().get("Buckets", [])}:
+        client.create_bucket(Bucket=S3_BUCKET)
+    return client
 
 
 @pytest.fixture(scope="session", params=BACKEND_NAMES)

@@ -332,7 +332,10 @@ def _our_fault(code: int, lines: list[str], audio: AudioFile) -> Optional[Servic
     if code != 0 and not any(_LEVEL.search(ln) for ln in lines):
         said = f": {lines[-1][:200]}" if lines else ""
         return ServiceFaultError(f"the audio decoder could not start (exit {code}{said}); {_RETRY}")
-    if code != 0 and any("Cannot allocate memory" in ln for ln in lines[-5:]):
+    # ENOMEM while opening the input is its own header asking for absurd sizes ("Failed to read extradata
+    # of size 5396": a corrupt WAV): the input's fault. Once it is open, running out of memory is ours.
+    opened = audio.samples > 0 or any("Input #" in ln for ln in lines)
+    if code != 0 and opened and any("Cannot allocate memory" in ln for ln in lines[-5:]):
         return ServiceFaultError(f"the audio decoder ran out of memory {after}; {_RETRY}")
     return None
 

@@ -278,3 +278,12 @@ def test_a_body_named_like_an_image_pattern_opens_nothing_else(tmp_path):
         with pytest.raises(AudioDecodeError, match="image2 format, which this endpoint does not read"):
             decoded(body, tmp_path)
         assert wires.touched() == []
+
+
+def test_a_corrupt_header_that_makes_ffmpeg_say_out_of_memory_is_the_inputs_fault(tmp_path):
+    """ffmpeg answers a WAV header with absurd sizes by "Cannot allocate memory" while opening it: a 415,
+    not a 503 telling the caller to send the same broken file again."""
+    body = tmp_path / "corrupt.wav"
+    body.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(range(256)) * 8)
+    with pytest.raises(AudioDecodeError, match="Cannot allocate memory"):
+        decoded(body, tmp_path)
