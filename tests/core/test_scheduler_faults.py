@@ -133,6 +133,15 @@ def test_a_decoder_that_cannot_start_fails_its_request_at_once(real, corpus, run
 # --- a request's files stay while an engine call reads them ---------------------------------------------
 
 
+def _two_queued_behind_a_call(r, gate, corpus):
+    """A long request held in the engine at `gate`, and two clips cut and queued behind it, to share the next call."""
+    blocker = r.submit(corpus[8].path)
+    gate.wait_entered()
+    first, second = r.submit(corpus[0].path), r.submit(corpus[1].path)
+    wait_until(lambda: first.cut_all and second.cut_all)
+    return blocker, first, second
+
+
 def test_a_request_given_up_mid_batch_keeps_its_files_until_the_engine_call_ends(real, corpus, run, monkeypatch):
     """A client leaving (its folder released) just as its window is read must not fail its batch mates."""
     gate = Gate()
@@ -150,10 +159,7 @@ def test_a_request_given_up_mid_batch_keeps_its_files_until_the_engine_call_ends
         return read_audio(window, source)
 
     monkeypatch.setattr(Window, "audio", audio)
-    blocker = r.submit(corpus[8].path)
-    gate.wait_entered()
-    gone, stays = r.submit(corpus[0].path), r.submit(corpus[1].path)
-    wait_until(lambda: gone.cut_all and stays.cut_all)
+    blocker, gone, stays = _two_queued_behind_a_call(r, gate, corpus)
     leaving[str(gone.audio.path)] = gone
     gate.open_all()
     blocker.wait(600)
@@ -175,10 +181,7 @@ def test_a_window_that_cannot_be_read_back_fails_only_its_request(real, corpus, 
         return read_audio(window, source)
 
     monkeypatch.setattr(Window, "audio", audio)
-    blocker = r.submit(corpus[8].path)
-    gate.wait_entered()
-    bad, good = r.submit(corpus[0].path), r.submit(corpus[1].path)
-    wait_until(lambda: bad.cut_all and good.cut_all)
+    blocker, bad, good = _two_queued_behind_a_call(r, gate, corpus)
     broken.add(str(bad.audio.path))
     gate.open_all()
     blocker.wait(600)
