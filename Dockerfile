@@ -65,6 +65,10 @@ RUN pip install --index-url "${TORCH_INDEX}" "torch==${TORCH_VERSION}" \
         "numpy==2.4.6" \
         "boto3==1.44.8" \
         "ijson==3.6.0" \
+        "flask-sock==0.7.0" \
+        "simple-websocket==1.1.0" \
+        "wsproto==1.3.2" \
+        "soxr==1.1.0" \
     && echo /opt/app > "$(python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/whisper-app.pth"
 
 # The project last, into /opt/app (on the venv's path through whisper-app.pth), not
@@ -119,6 +123,8 @@ ENV WHISPER_MODEL_DIR=${BAKED_MODEL:+/opt/whisper/model} \
     PYTHONDONTWRITEBYTECODE=1
 
 LABEL com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true
+# Live sessions: SageMaker opens ws://localhost:8080/invocations-bidirectional-stream (serve/http/live.py)
+LABEL com.amazonaws.sagemaker.capabilities.bidirectional-streaming=true
 EXPOSE 8080
 WORKDIR /opt/program
 CMD ["serve"]

@@ -113,8 +113,11 @@ def post_worker_init(worker):
     """
     previous = signal.getsignal(signal.SIGTERM)
     runtime = worker.wsgi.extensions["whisper.runtime"]
+    live = worker.wsgi.extensions.get("whisper.live")
 
     def drain(signo, frame):
+        if live is not None:
+            live.drain()  # each live session: its open turn's last pass, its completed, then a close (1000)
         runtime.shutdown(grace_s=graceful_timeout - 4)  # time for the engine call in flight to end
         if callable(previous):
             previous(signo, frame)

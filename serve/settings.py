@@ -211,6 +211,18 @@ class Settings:
         "WHISPER_PACKING", False, packing(),
         doc="pack short windows of several requests into one 30 s engine window: faster on a CPU, but a request's "
             "words then depend on who else was speaking. Off unless set, on every device (`auto` is refused)")
+    max_live_sessions: int = setting(
+        "WHISPER_MAX_LIVE_SESSIONS", 0, integer(0, 1024),
+        doc="live sessions (WebSocket) one worker holds at once; past it, or while its live sessions fall behind "
+            "real time, a new one gets an `error` event and the close 1013 (Try Again Later). 0 = measured: "
+            "4 on a CPU, 16 on a GPU")
+    live_idle_s: float = setting(
+        "WHISPER_LIVE_IDLE_S", 120.0, number(0, above=True),
+        doc="a live session that sends nothing (no audio, no event) this long is closed (1008), after the "
+            "`completed` of its open turn")
+    live_max_session_s: float = setting(
+        "WHISPER_LIVE_MAX_SESSION_S", 14400.0, number(0, above=True),
+        doc="the longest a live session may last; it is then closed (1008) after the `completed` of its open turn")
     engine_timeout_s: float = setting(
         "WHISPER_ENGINE_TIMEOUT_S", 600.0, number(0, above=True),
         doc="an engine call running longer is hung: the worker turns unhealthy and `/ping` answers 503")

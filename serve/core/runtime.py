@@ -24,7 +24,7 @@ from typing import Callable, Optional
 from ..errors import ModelNotReadyError, ServiceFaultError
 from ..settings import Settings
 from .engine import Engine
-from .options import TranscribeOptions, resolve
+from .options import Options, TranscribeOptions, resolve
 from .scheduler import Job, Scheduler, SchedulerConfig
 
 log = logging.getLogger(__name__)
@@ -148,11 +148,15 @@ class Runtime:
             raise ModelNotReadyError(f"the model failed to load: {self.error}")
         raise ModelNotReadyError("the model is still loading; retry when /ping answers 200")
 
-    def submit(self, source: Path, scratch: Path, options: TranscribeOptions) -> Job:
-        """Resolve the request's options (once) and hand it to the scheduler."""
+    def submit(self, source: Path, scratch: Path, options: TranscribeOptions, continuing: bool = False) -> Job:
+        """Resolve the request's options (once) and hand it to the scheduler (``continuing``: see there)."""
         backend = self.require_ready()
         assert self.scheduler is not None
-        return self.scheduler.submit(source, scratch, resolve(options, self.settings.defaults, backend.capabilities))
+        return self.scheduler.submit(source, scratch, self.resolve(options), continuing)
+
+    def resolve(self, options: TranscribeOptions) -> Options:
+        """``options`` over the server's defaults, checked against the loaded model (raises what it refuses)."""
+        return resolve(options, self.settings.defaults, self.require_ready().capabilities)
 
 
 def _words(text: str) -> list[str]:

@@ -94,11 +94,14 @@ class Scheduler:
 
     # --- requests -----------------------------------------------------------------------------
 
-    def submit(self, source: Path, scratch: Path, options: Options) -> Job:
-        """Start decoding ``source`` (it and ``scratch`` must stay until ``Job.release``); returns at once."""
+    def submit(self, source: Path, scratch: Path, options: Options, continuing: bool = False) -> Job:
+        """Start decoding ``source`` (it and ``scratch`` must stay until ``Job.release``); returns at once.
+
+        ``continuing``: more work of something already served (a live session's last pass), taken while the
+        server drains; the drain's deadline still bounds it."""
         job = Job(source, scratch, options)
         with self._cond:
-            if self._closing:
+            if self._stopped or (self._closing and not continuing):
                 raise ShuttingDownError("the server is shutting down; send the request again")
             if not self.health.ok:
                 raise ServiceFaultError(f"this worker's engine can no longer serve ({self.health.problem}); "

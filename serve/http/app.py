@@ -34,7 +34,7 @@ from werkzeug.exceptions import Unauthorized
 from ..backends import load_backend
 from ..core.runtime import Runtime
 from ..settings import Settings
-from . import openai_api
+from . import live, openai_api
 from .errors import error_response
 from .formats import SSE_MARKER, StreamWriter, stream_writer, writer_for_accept
 from .inputs import Invocation, Limits, ScratchRequest, read_invocation
@@ -98,6 +98,7 @@ def create_app(settings: Optional[Settings] = None, runtime: Optional[Runtime] =
             return log_failure(record, exc, error_response(exc))
 
     app.register_blueprint(openai_api.blueprint(settings, runtime))  # bodies capped by MAX_CONTENT_LENGTH
+    live.register(app, settings, runtime)  # the WebSocket routes: live sessions
 
     @app.errorhandler(Exception)
     def _any_error(exc: Exception):
