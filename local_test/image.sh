@@ -10,6 +10,7 @@
 #   local_test/image.sh logs NAME                 the container's output
 #   local_test/image.sh state NAME                its state: running, exited...
 #   local_test/image.sh exec NAME COMMAND...      run COMMAND inside container NAME, as its default user (root)
+#   local_test/image.sh labels                    the image's labels, as JSON
 #   local_test/image.sh engine                    print docker or podman
 #
 # MODEL_DIR is an extracted model.tar.gz: it is mounted read-only at /opt/ml/model,
@@ -231,6 +232,7 @@ case "$command" in
     setup) setup ;;
     build) build ;;
     engine) echo "$engine" ;;
+    labels) ctr image inspect --format '{{json .Config.Labels}}' "$IMAGE" ;;
     run)
         mapfile -t args < <(run_args "whisper-serve-$$" "${1:-}")
         log "serving $image on http://127.0.0.1:$port (Ctrl-C stops it)"

@@ -43,6 +43,7 @@ MAX_WER = speech.MAX_CLIP_WER  # one sentence; int8 output varies with the CPU, 
 
 RAW_SENTENCE = speech.SENTENCES[1]  # "Please call Stella and ask her to bring these things ..."
 JSON_SENTENCE = speech.SENTENCES[3]  # "We need to finish the quarterly report before the meeting on Friday."
+LIVE_SENTENCE = speech.SENTENCES[0]
 
 
 def _show(config: pytest.Config, text: str) -> None:
@@ -192,6 +193,27 @@ def _who_runs_what(container: "Container") -> str:
             f"{sorted({p['user'] for p in gunicorn})}")
 
 
+def _live_session(container: Container, clip: speech.Clip) -> str:
+    """A WebSocket session on /invocations-bidirectional-stream: the clip then silence as binary frames;
+    the completed transcripts joined."""
+    from websockets.sync.client import connect
+
+    pcm = (speech.load_pcm(clip.path) * 32767).astype("<i2").tobytes() + bytes(2 * 16000 * 2)
+    url = container.url.replace("http://", "ws://") + "/invocations-bidirectional-stream"
+    with connect(url, open_timeout=30) as ws:
+        assert json.loads(ws.recv(timeout=30))["type"] == "session.created"
+        for i in range(0, len(pcm), 3200):  # 100 ms frames
+            ws.send(pcm[i:i + 3200])
+        ws.send(json.dumps({"type": "input_audio_buffer.commit", "event_id": "end"}))
+        events = []
+        while not any(e["type"] == "error" for e in events) or {
+                e["item_id"] for e in events if e["type"] == "input_audio_buffer.committed"} - {
+                e["item_id"] for e in events if e["type"].endswith("transcription.completed")}:
+            events.append(json.loads(ws.recv(timeout=300)))
+    assert [e["error"]["code"] for e in events if e["type"] == "error"] == ["input_audio_buffer_commit_empty"]
+    return " ".join(e["transcript"] for e in events if e["type"].endswith("transcription.completed"))
+
+
 def _words(response: requests.Response, sentence: str, container: Container) -> tuple[dict, float]:
     assert response.status_code == 200, f"{response.status_code} {response.text}\n{container.logs()}"
     body = response.json()
@@ -251,7 +273,15 @@ def test_image_serves_the_sagemaker_contract(image, request, source, backend):
             report.append(f"bad input: {status} {error_body['type']}")
         assert requests.get(f"{container.url}/ping", timeout=5).status_code == 200
 
-        # 5. SIGTERM (podman/docker stop): a clean exit well inside SageMaker's 30 s
+        # 5. a live session, as SageMaker's bidirectional stream opens it (the image carries the label)
+        labels = json.loads(_script("labels", timeout=60).stdout)
+        assert labels.get("com.amazonaws.sagemaker.capabilities.bidirectional-streaming") == "true", labels
+        transcript = _live_session(container, speech.speak(LIVE_SENTENCE, "en-us", "wav"))
+        error = speech.wer([LIVE_SENTENCE], [transcript])
+        assert error <= MAX_WER, f"live WER {error:.2f}: {transcript!r} for {LIVE_SENTENCE!r}"
+        report.append(f"live  (WER {error:.2f}): {transcript}")
+
+        # 6. SIGTERM (podman/docker stop): a clean exit well inside SageMaker's 30 s
         exit_code, stop_s = container.stop()
         report.append(f"stopped in {stop_s:.1f} s, exit code {exit_code}")
         assert exit_code == 0, f"exit code {exit_code}"

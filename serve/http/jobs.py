@@ -70,6 +70,7 @@ class Transcribing:
         try:
             invocation = read(scratch.path)
             record.update(input=invocation.kind, body_bytes=invocation.body_bytes)
+            record["engine_calls_at_submit"] = runtime.scheduler.calls
             job = runtime.submit(invocation.path, scratch.path, invocation.options)
         except BaseException:
             scratch.close()

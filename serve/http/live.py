@@ -32,10 +32,12 @@ from ..core.results import Transcription
 from ..core.runtime import Runtime
 from ..errors import CancelledError
 from ..live import protocol
-from ..live.audio_in import MAX_FRAME_BYTES, AudioInput
+from ..live.audio_in import AudioInput
 from ..live.session import LiveLimits, LiveSession, SessionClosing
 from ..settings import Settings
+from .errors import error_type, status_of
 from .inputs import ScratchDir
+from .jobs import events_log
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +50,9 @@ FINISH_S = 120.0
 """At an idle or length close, how long a session waits for its last pass."""
 TRY_AGAIN_LATER = 1013
 POLICY = 1008
-MAX_MESSAGE_BYTES = 4 * MAX_FRAME_BYTES
-"""A message this large is not read at all: the library closes with 1009. Between MAX_FRAME_BYTES and
-this, the frame gets an ``error`` event and the session goes on."""
+MAX_MESSAGE_BYTES = 2 * protocol.MAX_TEXT_FRAME_BYTES
+"""A message this large is not read at all: the library closes with 1009. Between the protocol's frame
+limits and this, the frame gets an ``error`` event and the session goes on."""
 
 
 @dataclass
@@ -192,6 +194,7 @@ def _event(text: str, session: LiveSession, audio_in: AudioInput, runtime: Runti
         elif isinstance(event, protocol.Append):
             session.append(audio_in.feed(event.audio))
         elif isinstance(event, protocol.Commit):
+            session.append(audio_in.flush())  # what the resampler still holds ends this turn
             session.commit()
         elif isinstance(event, protocol.Clear):
             session.clear()
@@ -221,8 +224,8 @@ def _ending(settings: Settings, live: LiveSessions, age: float, quiet: float) ->
 
 def _close(out: _Socket, closing: SessionClosing) -> None:
     if closing.error_code:
-        out.send(protocol.error_event(protocol.ProtocolError(closing.error_code, closing.message),
-                                      kind="server_error"))
+        out.send(protocol.error_event(protocol.ProtocolError(closing.error_code, closing.message,
+                                                             error_type="server_error")))
     out.close(closing.code, closing.message)
 
 
@@ -238,10 +241,13 @@ def _transcriber(settings: Settings, runtime: Runtime):
                 w.setsampwidth(2)
                 w.setframerate(16000)
                 w.writeframes(samples.astype("<i2").tobytes())
+            calls_at_submit = runtime.scheduler.calls
             job = runtime.submit(path, scratch.path, options, continuing=True)
         except BaseException:
             scratch.close()
             raise
+        record = {"event": "live_pass", "audio_seconds": round(len(samples) / 16000, 3),
+                  "engine_calls_at_submit": calls_at_submit}
 
         def poll() -> None:
             if cancelled.is_set():
@@ -250,12 +256,15 @@ def _transcriber(settings: Settings, runtime: Runtime):
         try:
             for kind, value in job.events(timeout=settings.timeout, poll=poll):
                 if kind == "done":
+                    record.update(status=200, engine_call=job.first_call)
                     return value
             raise AssertionError("unreachable")
         except BaseException as exc:
             runtime.scheduler.cancel(job, exc)
+            record.update(status=status_of(exc), error_type=error_type(exc))
             raise
         finally:
             job.release(scratch.close)
+            events_log.info(json.dumps(record))  # one line per pass, as for every invocation
 
     return transcribe

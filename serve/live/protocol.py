@@ -548,6 +548,14 @@ def completed(item_id: str, transcript: str, segments: Optional[Sequence[Union[S
     return server_event("conversation.item.input_audio_transcription.completed", **fields)
 
 
+def failed(item_id: str, error: BaseException) -> dict:
+    """An item whose transcription failed (its last pass could not be decoded): no transcript, the reason."""
+    body = error_event(error)["error"]
+    body.pop("event_id", None)
+    return server_event("conversation.item.input_audio_transcription.failed", item_id=item_id, content_index=0,
+                        error=body)
+
+
 def _segment_json(segment: Union[Segment, Mapping]) -> dict:
     if not isinstance(segment, Segment):
         return dict(segment)

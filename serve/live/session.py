@@ -20,7 +20,6 @@ import itertools
 import logging
 import threading
 import time
-import uuid
 from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Callable, Optional, Protocol
@@ -28,7 +27,7 @@ from typing import Callable, Optional, Protocol
 import numpy as np
 
 from ..core.options import TranscribeOptions
-from ..core.results import Transcription
+from ..core.results import Segment, Transcription
 from . import protocol
 from .agreement import Agreement, joined
 from .protocol import SessionConfig
@@ -93,7 +92,7 @@ class LiveSession:
 
     def __init__(self, config: SessionConfig, transcribe: Transcribe, send: Callable[[dict], None],
                  limits: LiveLimits = LiveLimits()):
-        self.id = f"sess_{uuid.uuid4().hex[:20]}"
+        self.id = protocol.new_id("sess")
         self.config = config
         self.limits = limits
         self._transcribe = transcribe
@@ -131,8 +130,10 @@ class LiveSession:
 
     def append(self, samples: np.ndarray) -> None:
         """Audio at 16 kHz (int16). Raises ``SessionClosing`` when the session cannot keep up."""
-        if not len(samples):
-            return
+        for i in range(0, len(samples), SAMPLE_RATE):  # a large frame, a second at a time: turns stay bounded
+            self._append(samples[i:i + SAMPLE_RATE])
+
+    def _append(self, samples: np.ndarray) -> None:
         with self._cond:
             start = self.received
             self._buffer = np.concatenate([self._buffer, samples])
@@ -200,7 +201,7 @@ class LiveSession:
         return None if td is None else TurnDetector(td.threshold, td.silence_duration_ms)
 
     def _open_turn(self, start: int) -> None:
-        self._turn = _Turn(f"item_{uuid.uuid4().hex[:20]}", start, decoded_to=start)
+        self._turn = _Turn(protocol.new_id("item"), start, decoded_to=start)
         if self._detector is not None:
             self._send(protocol.speech_started(self._turn.item_id, _ms(start)))
 
@@ -217,7 +218,6 @@ class LiveSession:
         late = turn.start + int(self.limits.max_turn_s * SAMPLE_RATE * 2 / 3)
         at = self._detector.quietest(late, self.received) if self._detector is not None else self.received
         self._end_turn(at)
-        self._turn = None
         if self._detector is None or self._detector.speaking:
             self._open_turn(at)
 
@@ -263,7 +263,7 @@ class LiveSession:
             log.warning("live session %s: a %s pass of %s failed: %s", self.id,
                         "last" if job.final else "", turn.item_id, error)
             if job.final:
-                self._send(protocol.transcription_failed(turn.item_id, error))
+                self._send(protocol.failed(turn.item_id, error))
             return
         if not job.final:
             new = turn.agreement.passed(result.text)
@@ -279,9 +279,9 @@ class LiveSession:
             turn.sent = True
         segments = None
         if self.config.segments:
-            offset = turn.start / SAMPLE_RATE
-            segments = [_shifted(s.to_dict(), offset) for s in result.segments]
-        self._send(protocol.completed(turn.item_id, " ".join(turn.agreement.committed), segments))
+            segments = [_shifted(s, turn.start / SAMPLE_RATE) for s in result.segments]
+        self._send(protocol.completed(turn.item_id, " ".join(turn.agreement.committed), segments,
+                                      audio_seconds=len(job.samples) / SAMPLE_RATE))
 
     # --- bounds ------------------------------------------------------------------------------------
 
@@ -321,17 +321,16 @@ class LiveSession:
             self._send(protocol.error_event(protocol.ProtocolError(
                 "session_falling_behind",
                 f"transcription is {lag:.0f} s behind this session's audio; past {self.limits.lag_close_s:.0f} s "
-                "the session is closed (1013)"), kind="server_error"))
+                "the session is closed (1013)", error_type="server_error")))
 
 
 def _ms(sample: int) -> int:
     return int(sample * 1000 // SAMPLE_RATE)
 
 
-def _shifted(segment: dict, offset: float) -> dict:
+def _shifted(segment: Segment, offset: float) -> Segment:
     """A segment's times (and its words') from the turn's start -> from the session's start."""
-    out = dict(segment, start=round(segment["start"] + offset, 3), end=round(segment["end"] + offset, 3))
-    if out.get("words"):
-        out["words"] = [dict(w, start=round(w["start"] + offset, 3), end=round(w["end"] + offset, 3))
-                        for w in out["words"]]
-    return out
+    at = lambda t: round(t + offset, 3)  # noqa: E731
+    words = None if segment.words is None else tuple(replace(w, start=at(w.start), end=at(w.end))
+                                                     for w in segment.words)
+    return replace(segment, start=at(segment.start), end=at(segment.end), words=words)
