@@ -148,24 +148,26 @@ def _serve(ws, settings: Settings, runtime: Runtime, live: LiveSessions, transcr
     log.info("live session %s opened (%d in this worker)", session.id, len(live.sessions))
     out.send(protocol.session_created(session.config, session.id))
     try:
+        ending = None
         while True:
-            data = ws.receive(timeout=POLL_S)
-            now = time.monotonic()
-            ending = _ending(settings, live, now - opened, now - last_heard)
-            if ending is not None:
+            # Once ending, only what has already arrived is read: it is part of the last turn.
+            data = ws.receive(timeout=0 if ending is not None else POLL_S)
+            if data is not None:
+                last_heard = time.monotonic()
+                try:
+                    if isinstance(data, bytes):
+                        session.append(audio_in.feed(data))
+                    else:
+                        audio_in = _event(data, session, audio_in, runtime, out)
+                except protocol.ProtocolError as exc:
+                    out.send(protocol.error_event(exc))
+                continue
+            if ending is not None:  # all of it is in: the open turn gets its completed, then the close
                 session.finish(timeout=DRAIN_S if live.draining.is_set() else FINISH_S)
                 _close(out, ending)
                 return
-            if data is None:
-                continue
-            last_heard = now
-            try:
-                if isinstance(data, bytes):
-                    session.append(audio_in.feed(data))
-                    continue
-                audio_in = _event(data, session, audio_in, runtime, out)
-            except protocol.ProtocolError as exc:
-                out.send(protocol.error_event(exc))
+            now = time.monotonic()
+            ending = _ending(settings, live, now - opened, now - last_heard)
     except ConnectionClosed:
         log.info("live session %s: the client left", session.id)
         session.abort()

@@ -348,11 +348,12 @@ def test_idle_and_overlong_sessions_get_their_completed_then_a_1008_close(clips)
         assert closed.value.rcvd.code == 1008 and events[-1]["error"]["code"] == "session_idle"
         completed = [e for e in events if e["type"] == COMPLETED]
         assert len(completed) == 1 and completed[0]["transcript"]
-        with session(server) as ws:  # too long: audio keeps coming, 1 s at a time
+        with session(server) as ws:  # too long: audio keeps coming at real-time pace, a second a second
             events = []
+            talk = np.tile(np.concatenate([pcm, silence(1)]), 10)
             with pytest.raises(ConnectionClosed) as closed:
-                for _ in range(120):
-                    send_audio(ws, np.concatenate([pcm, silence(1)]).tobytes())
+                for second in range(120):
+                    send_audio(ws, talk[second * RATE:(second + 1) * RATE].tobytes())
                     time.sleep(1)
                     while True:
                         try:
