@@ -1,0 +1,1 @@
+"""Live transcription over WebSockets: SageMaker bidirectional streaming and the OpenAI Realtime API."""
