@@ -436,14 +436,12 @@ def test_the_sagemaker_sdk_path_says_what_it_needs():
 # ---- the command line ---------------------------------------------------------------------------
 
 
-def _wav(path, samples: np.ndarray):
-    import wave
+def _flac(path, samples: np.ndarray):
+    """A FLAC file (lossless, and not a WAV: the CLI reads what ffmpeg reads)."""
+    import subprocess
 
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(RATE)
-        w.writeframes(samples.astype("<i2").tobytes())
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-f", "s16le", "-ar", str(RATE), "-ac", "1",
+                    "-i", "pipe:", "-c:a", "flac", str(path)], input=samples.astype("<i2").tobytes(), check=True)
     return path
 
 
@@ -452,8 +450,8 @@ def test_cli_prints_each_turns_deltas_on_a_line_then_its_transcript(fake, tmp_pa
 
     server = fake(vad_at_bytes=10 * FRAME)
     samples = tone(0.5, seed=5)
-    wav = _wav(tmp_path / "clip.wav", samples)
-    assert main([str(wav), "--url", server.url, "--fast", "--language", "en", "--segments"]) == 0
+    flac = _flac(tmp_path / "clip.flac", samples)
+    assert main([str(flac), "--url", server.url, "--fast", "--language", "en", "--segments"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[:2] == [" one two three", " one two three"]  # item_vad's deltas, then item_commit's
     assert [line.split("] ", 1)[1] for line in lines[2:]] == ["one two three (item_commit)",
@@ -468,5 +466,5 @@ def test_cli_says_when_the_server_is_busy(fake, tmp_path, capsys):
     from serve.live.__main__ import main
 
     server = fake(busy=True)
-    assert main([str(_wav(tmp_path / "clip.wav", tone(0.2))), "--url", server.url]) == 1
+    assert main([str(_flac(tmp_path / "clip.flac", tone(0.2))), "--url", server.url]) == 1
     assert "try again later" in capsys.readouterr().err
