@@ -69,14 +69,19 @@ class LiveResult:
     commit_at: Optional[float] = None
     """When the final input_audio_buffer.commit was sent (seconds, like ``Received.at``)."""
     complete: bool = False
-    """The end-of-stream protocol finished: every committed item has its completed."""
+    """The end of the stream went as the contract says: the commit answered, every committed item completed."""
 
     def of(self, *types: str) -> list[Received]:
         return [r for r in self.events if r.type in types]
 
     def transcripts(self) -> list[str]:
-        """Each committed turn's transcript, in the order they completed."""
-        return [r.event.get("transcript", "") for r in self.of(COMPLETED)]
+        """Each turn's completed transcript, in the order the turns were committed (the audio's order)."""
+        committed: dict[str, int] = {}
+        for r in self.of(COMMITTED):
+            committed.setdefault(r.event.get("item_id"), len(committed))
+        done = self.of(COMPLETED)
+        order = {id(r): committed.get(r.event.get("item_id"), len(committed) + i) for i, r in enumerate(done)}
+        return [r.event.get("transcript", "") for r in sorted(done, key=lambda r: order[id(r)])]
 
     def text(self) -> str:
         return " ".join(t.strip() for t in self.transcripts() if t.strip())

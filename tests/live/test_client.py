@@ -358,8 +358,9 @@ def test_waits_for_every_committed_items_completed(fake):
     the client reads on until it has it, and closes (1000) after it."""
     server = fake(vad_at_bytes=10 * FRAME)
     result = stream(server.url, tone(0.5), finish_timeout=10)
-    assert result.transcripts() == ["one two three (item_commit)", "one two three (item_vad)"]
-    assert result.text() == "one two three (item_commit) one two three (item_vad)"
+    assert [r.event["item_id"] for r in result.of(COMPLETED)] == ["item_commit", "item_vad"]
+    assert result.transcripts() == ["one two three (item_vad)", "one two three (item_commit)"]  # the audio's order
+    assert result.text() == "one two three (item_vad) one two three (item_commit)"
     assert result.complete and server.seen[0].close_code == 1000
     assert [r.type for r in result.events][-1] == COMPLETED
 
