@@ -1,5 +1,5 @@
 # The two fresh-machine commands are `make demo` and `make test` (see README).
-.PHONY: setup demo stop serve test image bench lint
+.PHONY: setup demo stop serve test test-live image bench lint
 
 setup:
 	./local_test/setup_env.sh
@@ -20,6 +20,10 @@ test: setup
 	./local_test/image.sh setup
 	.venv/bin/python -m pytest -q
 
+# The live-session tests alone (WebSocket, real server behind nginx); `make test` runs them too.
+test-live: setup
+	.venv/bin/python -m pytest -q tests/live
+
 # The CPU variant of the image, from the repository's Dockerfile (local_test/image.sh).
 image: setup
 	./local_test/image.sh setup
@@ -29,6 +33,7 @@ bench: setup
 	test -f .cache/bench-audio/manifest.json || .venv/bin/python bench/throughput.py prepare
 	.venv/bin/python bench/throughput.py run
 	.venv/bin/python bench/isolation.py --rounds 2
+	.venv/bin/python bench/live.py --rounds 2
 	.venv/bin/python bench/memory.py
 
 lint: setup
