@@ -1,4 +1,4 @@
-"""The floors of serve/ import only downwards: http -> core -> (nothing of backends); backends -> core.
+"""The floors of serve/ import only downwards: http -> live -> core -> (nothing of backends); backends -> core.
 
 ``serve/core`` owns the engine interface it calls (``core/engine.py``);
 backends implement it. A module of core that named a backend would tie the
@@ -16,7 +16,8 @@ import pytest
 SERVE = Path(__file__).resolve().parents[1] / "serve"
 
 FORBIDDEN = {
-    "core": ("serve.backends", "serve.http", "serve.models"),
+    "core": ("serve.backends", "serve.http", "serve.models", "serve.live"),
+    "live": ("serve.http", "serve.backends", "serve.models", "serve.core.scheduler", "serve.core.runtime"),
     "backends": ("serve.http",),
     "models": ("serve.http", "serve.core.scheduler", "serve.core.runtime"),
 }

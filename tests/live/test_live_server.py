@@ -133,6 +133,31 @@ def test_a_spoken_sentence_becomes_one_turn_with_its_words(live_server, clips, d
     assert 500 <= started["audio_start_ms"] <= 2000  # the speech starts 1 s in, less the prefix padding
 
 
+def test_pings_are_answered_as_sagemaker_sends_them(live_server):
+    with session(live_server) as ws:
+        for _ in range(3):
+            assert ws.ping().wait(30)
+
+
+def test_segments_and_words_are_timed_from_the_sessions_start(live_server, clips):
+    (first, a), (second, b) = clips[1], clips[4]
+    with session(live_server, "openai") as ws:
+        ws.send(json.dumps({"type": "session.update", "session": {
+            "type": "transcription", "whisper": {"segments": True, "options": {"word_timestamps": True}}}}))
+        events_until(ws, is_type("session.updated"))
+        send_audio(ws, np.concatenate([silence(1), a, silence(1.5), b, silence(1.5)]).tobytes(), "openai")
+        events = finish(ws)
+    completed = [e for e in events if e["type"] == COMPLETED]
+    assert len(completed) == 2, [e["transcript"] for e in completed]
+    second_start = (RATE + len(a) + 1.5 * RATE) / RATE
+    segments = completed[1]["segments"]
+    assert second_start - 0.5 <= segments[0]["start"] <= second_start + 1.0, segments
+    words = [w for s in segments for w in s["words"]]
+    assert words and all(second_start - 0.5 <= w["start"] <= w["end"] <= second_start + len(b) / RATE + 1.5
+                         for w in words), words
+    assert_heard(completed[1]["transcript"], second)
+
+
 def test_text_and_binary_frames_mix_in_one_session(live_server, clips):
     (first, a), (second, b) = clips[1], clips[2]
     with session(live_server) as ws:
