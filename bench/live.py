@@ -340,6 +340,14 @@ def start_server(backend: str, device: str, scratch: Path, max_sessions: int):
     return server
 
 
+def pass_batching(log_lines: list[str]) -> Optional[float]:
+    """Live passes per engine call, from the server's log lines of a run: how many sessions' passes shared a
+    call (N sessions on one worker instead of N servers). None without the server's log (``--url``)."""
+    calls = [json.loads(line[line.index("{"):]).get("engine_call") for line in log_lines if '"live_pass"' in line]
+    calls = [c for c in calls if c is not None]
+    return len(calls) / len(set(calls)) if calls else None
+
+
 def fmt(value, spec: str = ".2f") -> str:
     return "-" if value is None else format(value, spec)
 
@@ -347,8 +355,8 @@ def fmt(value, spec: str = ".2f") -> str:
 def table(rows: list[dict]) -> str:
     lines = ["| round | audio | sessions | held | first delta s | word p50 / p95 s (x 1 session) | aligned "
              "| stopped -> completed p50 / p95 s | lag s | lag growth s/min | client late ms "
-             "| WER vs file | WER vs text (file's) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| WER vs file | WER vs text (file's) | passes per engine call |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(
             f"| {r['round']} | {r['kind']} {r['audio_s']:.0f} s | {r['sessions']} | {r['held']}/{r['sessions']}"
@@ -358,7 +366,7 @@ def table(rows: list[dict]) -> str:
             f"| {fmt(r['completed_p50_s'])} / {fmt(r['completed_p95_s'])} | {fmt(r['lag_last_s'])} "
             f"| {fmt(r['lag_growth_s_per_min'], '+.3f')} | {fmt(r['client_late_ms'], '.0f')} "
             f"| {fmt(r['wer_vs_file'], '.3f')} | {fmt(r['wer_vs_text'], '.3f')} "
-            f"({fmt(r['file_wer_vs_text'], '.3f')}) |")
+            f"({fmt(r['file_wer_vs_text'], '.3f')}) | {fmt(r.get('passes_per_call'))} |")
     return "\n".join(lines)
 
 
@@ -407,9 +415,12 @@ def main(argv=None) -> int:
                 for kind, (samples, spoken) in streams.items():
                     for count in counts if kind == "short" else long_counts:
                         seconds = len(samples) / SAMPLE_RATE
+                        seen = len(server.log().splitlines()) if server is not None else 0
                         outcomes = run_sessions(ws_url, samples, count, args.door, args.api_key, args.finish_timeout)
                         row = {"round": round_, "kind": kind,
-                               **summarise(outcomes, refs[kind], seconds, spoken, args.max_lag)}
+                               **summarise(outcomes, refs[kind], seconds, spoken, args.max_lag),
+                               "passes_per_call": pass_batching(server.log().splitlines()[seen:])
+                               if server is not None else None}
                         rows.append(row)
                         print(json.dumps(row), flush=True)
         finally:

@@ -187,3 +187,11 @@ def test_the_reference_asks_for_word_timestamps(tmp_path):
     assert asked["path"] == "/invocations" and asked["riff"] == b"RIFF"
     assert asked["headers"]["X-Amzn-SageMaker-Custom-Attributes"] == "word_timestamps=true"
     assert asked["headers"]["Authorization"] == "Bearer k"
+
+
+def test_passes_per_engine_call_come_from_the_servers_live_pass_lines():
+    lines = ['2026-12-04 INFO serve.events: {"event": "live_pass", "engine_call": 7}',
+             '{"event": "live_pass", "engine_call": 7}', '{"event": "live_pass", "engine_call": 9}',
+             '{"event": "invocation", "engine_call": 9}', '{"event": "live_pass", "status": 503}', 'other line']
+    assert bench.pass_batching(lines) == 1.5
+    assert bench.pass_batching(["nothing here"]) is None
