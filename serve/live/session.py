@@ -74,6 +74,8 @@ class _Turn:
     decoded_to: int = 0
     """The end of the audio its last pass decoded (a new pass waits for ``min_pass_s`` beyond)."""
     sent: bool = False
+    dropped: bool = False
+    """Cleared by the client before it ended: what its passes say is not sent."""
 
 
 @dataclass
@@ -104,6 +106,8 @@ class LiveSession:
         """The sample (from the session's start) that ``_buffer[0]`` is."""
         self._turn: Optional[_Turn] = None
         self._previous_item: Optional[str] = None
+        self._last_end = 0
+        """Where the last turn ended: the next one never starts before (no audio is in two turns)."""
         self._queue: deque[_Pass] = deque()
         self._running: Optional[_Pass] = None
         self._cancelled = threading.Event()
@@ -141,7 +145,7 @@ class LiveSession:
                 for event in self._detector.feed(samples):
                     if event.kind == "started" and self._turn is None:
                         pad = int(self.config.turn_detection.prefix_padding_ms * SAMPLE_RATE / 1000)
-                        self._open_turn(max(event.sample - pad, self._origin, 0))
+                        self._open_turn(max(event.sample - pad, self._origin, self._last_end))
                     elif event.kind == "stopped" and self._turn is not None:
                         self._send(protocol.speech_stopped(self._turn.item_id, _ms(event.sample)))
                         self._end_turn(self.received)
@@ -166,8 +170,12 @@ class LiveSession:
     def clear(self) -> None:
         """The client drops the open turn's audio (what has already been sent as deltas stays sent)."""
         with self._cond:
+            if self._turn is not None:
+                self._turn.dropped = True
+                self._queue = deque(p for p in self._queue if p.turn is not self._turn)
             self._turn = None
             self._buffer, self._origin = np.zeros(0, np.int16), self.received
+            self._last_end = self.received
             if self._detector is not None:
                 self._detector = self._new_detector(self.config)
         self._send(protocol.cleared())
@@ -208,6 +216,7 @@ class LiveSession:
     def _end_turn(self, end: int) -> None:
         """The open turn ends at ``end``: committed, and its last pass queued."""
         turn, self._turn = self._turn, None
+        self._last_end = end
         self._send(protocol.committed(turn.item_id, self._previous_item))
         self._previous_item = turn.item_id
         self._queue.append(_Pass(turn, self._samples(turn.start, end), final=True))
@@ -259,6 +268,8 @@ class LiveSession:
 
     def _passed(self, job: _Pass, result: Optional[Transcription], error: Optional[Exception]) -> None:
         turn = job.turn
+        if turn.dropped:
+            return
         if error is not None:
             log.warning("live session %s: a %s pass of %s failed: %s", self.id,
                         "last" if job.final else "", turn.item_id, error)

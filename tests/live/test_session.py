@@ -231,3 +231,19 @@ def test_segments_are_timed_from_the_sessions_start(sessions):
     session.commit()
     second = events.wait_for(COMPLETED, 2)[1]
     assert second["segments"][0]["start"] == pytest.approx(2.0) and second["segments"][0]["end"] == pytest.approx(5.0)
+
+
+def test_a_cleared_turn_sends_nothing_more_and_the_next_turn_is_its_own(sessions):
+    events, fake = Events(), Scripted()
+    fake.gate.clear()
+    session = _session(sessions, fake, events)
+    _feed(session, _audio(3))
+    wait_until(lambda: fake.in_flight == 1)  # a pass over the turn to be cleared is in the engine
+    session.clear()
+    fake.gate.set()
+    _feed(session, _audio(2))
+    session.commit()
+    done = events.wait_for(COMPLETED)
+    assert [e["type"] for e in events.items][0] == "input_audio_buffer.cleared"
+    assert len(done) == 1 and done[0]["transcript"] == " ".join(WORDS[:4])
+    assert {e["item_id"] for e in events.of(DELTA)} <= {done[0]["item_id"]}
