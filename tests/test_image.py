@@ -11,6 +11,10 @@ Who runs what, read from /proc inside the container: ``serve``, gunicorn and ngi
 master run as root (SageMaker runs the container as root), nginx's workers as
 www-data with no capability left.
 
+Each container also serves a live session: the image carries SageMaker's
+bidirectional-streaming label, and a WebSocket client streams a sentence to
+``/invocations-bidirectional-stream`` as SageMaker would.
+
 Two containers, each checked from start to stop:
 - the embedded tiny.en (no model data), served by ctranslate2;
 - a ``model.tar.gz`` made by the artifacts CLI (openai layout), extracted as
