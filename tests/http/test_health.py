@@ -107,7 +107,8 @@ def test_a_device_error_turns_ping_503_and_every_request_503(real, corpus, marke
 
 def test_a_hung_engine_call_turns_ping_503(real, corpus, app):
     gate = Gate()  # never opened while the test watches: every call hangs
-    a = app(real, gate, WHISPER_ENGINE_TIMEOUT_S="1")
+    # No warm-up: a real engine call would be held to the 1 s bound too, and a busy machine takes longer.
+    a = app(real, gate, WHISPER_ENGINE_TIMEOUT_S="1", WHISPER_WARMUP="false")
     with ThreadPoolExecutor(1) as pool:
         answer = pool.submit(a.post, corpus[0].path)
         gate.wait_entered()
