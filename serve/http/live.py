@@ -169,8 +169,7 @@ def _serve(ws, settings: Settings, runtime: Runtime, live: LiveSessions, transcr
             now = time.monotonic()
             ending = _ending(settings, live, now - opened, now - last_heard)
     except ConnectionClosed:
-        log.info("live session %s: the client left", session.id)
-        session.abort()
+        log.info("live session %s: the client left", session.id)  # its passes are dropped below
     except SessionClosing as closing:
         session.abort()
         _close(out, closing)

@@ -316,8 +316,10 @@ class LiveSession:
 
     @property
     def lag_seconds(self) -> float:
-        """How long the oldest ended turn has waited for its last pass (0: none waiting)."""
-        waiting = [p.queued for p in [self._running, *self._queue] if p is not None and p.final]
+        """How long the oldest ended turn has waited for its last pass (0: none waiting). Read by the worker's
+        admission too, from another thread: under the lock (reentrant), as the pass thread changes the queue."""
+        with self._cond:
+            waiting = [p.queued for p in [self._running, *self._queue] if p is not None and p.final]
         return time.monotonic() - min(waiting) if waiting else 0.0
 
     def _check_lag(self) -> None:
