@@ -183,8 +183,9 @@ def _send(ex: Executor, requests: list[rq.Request], log: Log) -> None:
 def unwatch_endpoint(ex: Executor, endpoint: str) -> None:
     """Delete the alarms and dashboard ``watch_endpoint`` may have made; tolerant of missing.
 
-    DeleteAlarms deletes nothing when one name is unknown, so only the alarms that
-    exist are named (all of them in a dry run, which sees none)."""
+    Only the alarms DescribeAlarms finds are named (all of them in a dry run, which
+    sees none): the DeleteAlarms reference once said an unknown name made it delete
+    none, today it says the known ones still go; naming the found ones is right under both."""
     found = ex.call(monitoring.describe_alarms(endpoint), missing_ok=True).get("MetricAlarms", [])
     names = monitoring.alarm_names(endpoint) if ex.dry_run else [a["AlarmName"] for a in found]
     if names:

@@ -147,7 +147,7 @@ def test_dry_run_prints_valid_requests_in_order(capsys):
 
 
 def test_cleanup_deletes_only_the_alarms_that_exist(capsys):
-    """DeleteAlarms deletes nothing when one named alarm is missing, so cleanup names only the found ones."""
+    """Cleanup names only the alarms that exist (an unknown name once made DeleteAlarms delete none)."""
     cw = boto3.client("cloudwatch", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
     aas = boto3.client("application-autoscaling", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
     sm = boto3.client("sagemaker", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
