@@ -40,6 +40,13 @@ def test_concurrency_is_the_knee_of_the_throughput_curve(tmp_path):
     assert "best 7.6 audio s/s at 16 clients" in saturated.reason and "openai on cpu" in saturated.reason
 
 
+def test_the_readme_examples(tmp_path):
+    """The two rows README's "Scaling and alarms" works through by hand."""
+    path = _write(tmp_path, bench_result(STILL_GROWING, ("openai", 20.0, {4: 72.0, 8: 76.0, 16: 78.0})))
+    assert capacity.from_file(path, "concurrency", backend="ctranslate2").value == 16.0
+    assert capacity.from_file(path, "concurrency", backend="openai").value == 4.0
+
+
 def test_queued_audio_is_throughput_times_wait_per_worker(tmp_path):
     path = _write(tmp_path, bench_result(SATURATED))
     assert capacity.from_file(path, "queued-audio", max_wait_s=10).value == 76.0
