@@ -74,6 +74,14 @@ class Executor:
             self._clients[service] = boto3.client(service, region_name=self.region)
         return self._clients[service]
 
+    def resolved_region(self) -> str:
+        """The region calls go to: ``region``, else boto3's own lookup (env, profile); no call is made."""
+        if self.region:
+            return self.region
+        import boto3
+
+        return boto3.session.Session().region_name or "<REGION>"
+
     def call(self, request: Request, missing_ok: bool = False) -> dict:
         """Send one request. ``missing_ok``: a not-found error returns ``{}`` (idempotent deletes)."""
         if self.dry_run:

@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 from boto3.exceptions import Boto3Error
 from botocore.exceptions import BotoCoreError, ClientError
 
-from . import flows, limits
+from . import capacity, flows, limits, monitoring
 from . import requests as rq
 from .aws import Executor, PartialFailure, WaitError
 
@@ -61,6 +61,35 @@ def _hosting_flags() -> argparse.ArgumentParser:
     return parent
 
 
+def _monitoring_flags() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    g = parent.add_argument_group("alarms and dashboard (CloudWatch)")
+    g.add_argument("--alarms", action="store_true",
+                   help="create CloudWatch alarms: 5xx rate, p99 ModelLatency, queued audio per worker; "
+                        "async also the age of the oldest queued request (cleanup deletes them)")
+    g.add_argument("--alarm-sns-topic", action="append", default=[], metavar="ARN",
+                   help="SNS topic notified when an alarm fires and when it clears (repeatable)")
+    g.add_argument("--alarm-5xx-percent", type=float, default=1.0,
+                   help="alarm when more than this %% of answers are 5xx in 3 of 5 minutes (default 1)")
+    g.add_argument("--alarm-p99-latency", type=float, metavar="SECONDS",
+                   help="alarm when p99 ModelLatency is above this in 3 of 5 minutes "
+                        "(default 30 real-time: half InvokeEndpoint's 60 s; 1800 async)")
+    g.add_argument("--alarm-queued-audio", type=float, default=120.0, metavar="SECONDS",
+                   help="alarm when a worker holds more than this much audio queued (EMF QueuedAudioSeconds, "
+                        "Maximum) ... (default 120)")
+    g.add_argument("--alarm-queued-minutes", type=int, default=5, metavar="M",
+                   help="... for M minutes in a row (default 5)")
+    g.add_argument("--alarm-backlog-age", type=float, default=900.0, metavar="SECONDS",
+                   help="async: alarm when the oldest queued request (ApproximateAgeOfOldestRequest) is older "
+                        "than this for 5 minutes (default 900)")
+    g.add_argument("--dashboard", action="store_true",
+                   help="create the CloudWatch dashboard whisper-NAME: SageMaker's metrics and the container's")
+    g.add_argument("--metrics-namespace", default=monitoring.DEFAULT_NAMESPACE,
+                   help="CloudWatch namespace of the container's EMF metrics, as set by WHISPER_METRICS_NAMESPACE "
+                        f"(default {monitoring.DEFAULT_NAMESPACE})")
+    return parent
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="whisper-deploy",
@@ -98,14 +127,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
                    help="extra container environment (repeatable; at most 100 entries in all)")
 
-    p = sub.add_parser("realtime", parents=[_hosting_flags(), _wait_flags(30)],
-                       help="endpoint config + endpoint; wait for InService; optional autoscaling")
-    p.add_argument("--min-instances", type=int, default=1, help="autoscaling MinCapacity, at least 1 (default 1)")
-    p.add_argument("--target-invocations", type=float, default=10.0,
-                   help="SageMakerVariantInvocationsPerInstance target, per minute (default 10)")
+    p = sub.add_parser("realtime", parents=[_hosting_flags(), _wait_flags(30), _monitoring_flags()],
+                       help="endpoint config + endpoint; wait for InService; optional autoscaling, alarms, dashboard")
+    g = p.add_argument_group("autoscaling (with --max-instances)")
+    g.add_argument("--min-instances", type=int, default=1, help="autoscaling MinCapacity, at least 1 (default 1)")
+    g.add_argument("--scale-on", choices=capacity.SIGNALS, default="invocations",
+                   help="the signal autoscaling tracks. invocations: SageMakerVariantInvocationsPerInstance "
+                        "(per minute; blind to length: one invocation is 3 s or 30 min of audio). concurrency: "
+                        "SageMaker's high-resolution ConcurrentRequestsPerModel (requests in flight per "
+                        "instance, every 10 s; follows the work whatever its length). queued-audio: the "
+                        "container's EMF QueuedAudioSeconds, Average per worker (what the scheduler knows is "
+                        "waiting). The last two need --target or --target-from (default invocations)")
+    g.add_argument("--target", type=float,
+                   help="the target for --scale-on's signal, from a measured capacity: concurrency = the clients "
+                        "at which `make bench` throughput stops growing; queued-audio = instance throughput "
+                        "(audio s/s) x the wait you accept / workers per instance")
+    g.add_argument("--target-from", metavar="FILE",
+                   help='read the target: {"metric": SIGNAL, "target": N}, or the JSON of '
+                        "`bench/throughput.py run --json FILE` run on this instance type (see deploy/capacity.py)")
+    g.add_argument("--bench-backend", help="the row of a bench file with several backends (e.g. ctranslate2)")
+    g.add_argument("--max-wait", type=float, default=10.0, metavar="SECONDS",
+                   help="queued-audio from a bench file: the wait for queued audio you accept (default 10)")
+    g.add_argument("--workers-per-instance", type=int, default=1,
+                   help="queued-audio from a bench file: gunicorn workers per instance, one per GPU (default 1)")
+    g.add_argument("--target-invocations", type=float, default=10.0,
+                   help="SageMakerVariantInvocationsPerInstance target, per minute (default 10), for --scale-on "
+                        "invocations without --target")
 
-    p = sub.add_parser("async", parents=[_hosting_flags(), _wait_flags(30)],
-                       help="async endpoint (S3 in/out, SNS); optional autoscaling 0..N on backlog")
+    p = sub.add_parser("async", parents=[_hosting_flags(), _wait_flags(30), _monitoring_flags()],
+                       help="async endpoint (S3 in/out, SNS); optional autoscaling 0..N on backlog, alarms, "
+                            "dashboard")
     p.add_argument("--output", required=True, help="S3OutputPath for results (s3://bucket/prefix)")
     p.add_argument("--failure", required=True, help="S3FailurePath for errors (s3://bucket/prefix)")
     p.add_argument("--success-topic", help="SNS topic ARN notified on success")
@@ -147,6 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--invocation-timeout", type=int, help="InvocationTimeoutSeconds, 1-3600")
     p.add_argument("--request-ttl", type=int, help="RequestTTLSeconds a queued request may wait, 60-21600")
 
+    p = sub.add_parser("monitor", parents=[_monitoring_flags()],
+                       help="alarms and/or dashboard for an endpoint that already runs")
+    p.add_argument("--endpoint", required=True, help="endpoint name")
+    p.add_argument("--async", dest="is_async", action="store_true",
+                   help="the endpoint is async: backlog-age alarm and queue widgets instead of invocations")
+
     p = sub.add_parser("cleanup", help="deregister scaling; delete endpoint, config, model (safe to repeat)")
     p.add_argument("--endpoint", help="endpoint to delete (its config and model are found from it)")
     p.add_argument("--config", help="endpoint config to delete (when the endpoint is already gone)")
@@ -176,6 +233,41 @@ def _config_request(args, async_config: Optional[dict]) -> rq.Request:
     return rq.create_endpoint_config(
         args.config_name or flows.timestamped(args.name), args.model, args.instance_type, args.instance_count,
         args.startup_timeout, args.download_timeout, async_config)
+
+
+def _watch(args) -> Optional[monitoring.Monitoring]:
+    if not (args.alarms or args.dashboard):
+        return None
+    return monitoring.Monitoring(
+        alarms=args.alarms, dashboard=args.dashboard, namespace=args.metrics_namespace,
+        topics=tuple(args.alarm_sns_topic),
+        thresholds=monitoring.Thresholds(
+            error_percent=args.alarm_5xx_percent, p99_latency_s=args.alarm_p99_latency,
+            queued_audio_s=args.alarm_queued_audio, queued_minutes=args.alarm_queued_minutes,
+            backlog_age_s=args.alarm_backlog_age))
+
+
+def _realtime_scaling(args) -> Optional[flows.Scaling]:
+    """The signal and its target; concurrency and queued-audio have no default target on purpose."""
+    if args.max_instances is None:
+        if args.scale_on != "invocations" or args.target is not None or args.target_from:
+            raise limits.LimitError("--scale-on, --target and --target-from set up autoscaling: add --max-instances")
+        return None
+    if args.target is not None and args.target_from:
+        raise limits.LimitError("give --target or --target-from, not both")
+    if args.target_from:
+        target = capacity.from_file(args.target_from, args.scale_on, args.bench_backend, args.max_wait,
+                                    args.workers_per_instance)
+        _log(f"scaling target {target.value:g} ({target.signal}): {target.reason}")
+        value = target.value
+    elif args.target is not None:
+        value = args.target
+    elif args.scale_on == "invocations":
+        value = args.target_invocations
+    else:
+        raise limits.LimitError(f"--scale-on {args.scale_on} needs --target or --target-from: the target is what "
+                                "one instance was measured to handle (see `make bench`), not a default")
+    return flows.Scaling(args.min_instances, args.max_instances, value, args.scale_on, args.metrics_namespace)
 
 
 def _emit(data: bytes, out: Optional[str]) -> None:
@@ -212,9 +304,8 @@ def run(args, ex: Executor) -> None:
             workers=args.workers, timeout_s=args.server_timeout, extra=dict(args.env))
         result(flows.create_model(ex, rq.create_model(args.name, args.image, args.role, env, args.model_data)))
     elif cmd == "realtime":
-        scaling = (flows.Scaling(args.min_instances, args.max_instances, args.target_invocations)
-                   if args.max_instances is not None else None)
-        endpoint = flows.deploy_endpoint(ex, args.name, _config_request(args, None), scaling, _wait(args), _log)
+        endpoint = flows.deploy_endpoint(ex, args.name, _config_request(args, None), _realtime_scaling(args),
+                                         _wait(args), _log, _watch(args))
         result(json.dumps({k: endpoint.get(k) for k in ("EndpointName", "EndpointConfigName", "EndpointStatus")}))
     elif cmd == "async":
         async_config = rq.async_inference_config(args.output, args.failure, args.max_concurrent,
@@ -222,7 +313,7 @@ def run(args, ex: Executor) -> None:
         scaling = (flows.Scaling(args.min_instances, args.max_instances, args.target_backlog)
                    if args.max_instances is not None else None)
         endpoint = flows.deploy_endpoint(ex, args.name, _config_request(args, async_config), scaling,
-                                         _wait(args), _log)
+                                         _wait(args), _log, _watch(args))
         result(json.dumps({k: endpoint.get(k) for k in ("EndpointName", "EndpointConfigName", "EndpointStatus")}))
     elif cmd == "batch":
         job = rq.create_transform_job(
@@ -243,6 +334,11 @@ def run(args, ex: Executor) -> None:
             _emit(body, args.out)
         else:
             result(location)
+    elif cmd == "monitor":
+        watch = _watch(args)
+        if watch is None:
+            raise limits.LimitError("monitor needs --alarms and/or --dashboard")
+        flows.watch_endpoint(ex, limits.check_name("EndpointName", args.endpoint), args.is_async, watch, _log)
     elif cmd == "cleanup":
         if not (args.endpoint or args.config or args.model or args.transform_job):
             raise limits.LimitError("cleanup needs --endpoint, --config, --model or --transform-job")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from . import limits
+from . import limits, monitoring
 from . import requests as rq
 from .aws import Executor, PartialFailure, WaitError, wait_for_status
 from .content_types import content_type_for
@@ -38,12 +38,16 @@ class Wait:
 
 @dataclass(frozen=True)
 class Scaling:
-    """Autoscaling of the AllTraffic variant. ``target``: invocations per instance per
-    minute (real-time) or queued requests per instance (async)."""
+    """Autoscaling of the AllTraffic variant. ``target`` is in the unit of ``signal``:
+    invocations per instance per minute, requests in flight per instance (concurrency),
+    seconds of audio queued per worker (queued-audio); async endpoints always track
+    queued requests per instance. ``namespace``: where the container's EMF metrics land."""
 
     min_capacity: int
     max_capacity: int
     target: float
+    signal: str = "invocations"
+    namespace: str = monitoring.DEFAULT_NAMESPACE
 
 
 def timestamped(name: str) -> str:
@@ -103,19 +107,25 @@ def scaling_requests(endpoint: str, scaling: Optional[Scaling], is_async: bool) 
     steps = [rq.register_scalable_target(endpoint, scaling.min_capacity, scaling.max_capacity, allow_zero=is_async)]
     if is_async:
         steps += [rq.backlog_policy(endpoint, scaling.target), rq.scale_from_zero_policy(endpoint)]
+    elif scaling.signal == "concurrency":
+        steps.append(rq.concurrency_policy(endpoint, scaling.target))
+    elif scaling.signal == "queued-audio":
+        steps.append(rq.queued_audio_policy(endpoint, scaling.target, scaling.namespace))
     else:
         steps.append(rq.invocations_policy(endpoint, scaling.target))
     return steps
 
 
 def deploy_endpoint(ex: Executor, name: str, config: rq.Request, scaling: Optional[Scaling],
-                    wait: Wait, log: Log) -> dict:
-    """Create (or, if the endpoint exists, update to) ``config``; wait; apply autoscaling."""
+                    wait: Wait, log: Log, watch: Optional[monitoring.Monitoring] = None) -> dict:
+    """Create (or, if the endpoint exists, update to) ``config``; wait; apply autoscaling;
+    then create the alarms and dashboard ``watch`` asks for."""
     is_async = "AsyncInferenceConfig" in config.params
     config_name = config.params["EndpointConfigName"]
     create = rq.create_endpoint(name, config_name)
     update = rq.update_endpoint(name, config_name)
     scale = scaling_requests(name, scaling, is_async)
+    watching = monitoring.requests_for(name, ex.resolved_region(), is_async, watch)
     if scale and not wait.enabled:
         raise limits.LimitError("autoscaling can only be registered on an InService endpoint; drop --no-wait")
 
@@ -133,6 +143,7 @@ def deploy_endpoint(ex: Executor, name: str, config: rq.Request, scaling: Option
         log(f"creating endpoint {name} with config {config_name}")
         ex.call(create)
     if not wait.enabled:
+        _send(ex, watching, log)
         return {"EndpointName": name, "EndpointConfigName": config_name}
 
     def on_new_config(description: dict) -> bool:
@@ -154,7 +165,32 @@ def deploy_endpoint(ex: Executor, name: str, config: rq.Request, scaling: Option
         if request.params.get("PolicyType") == "StepScaling":
             arn = response.get("PolicyARN", "<PolicyARN returned by PutScalingPolicy>")
             ex.call(rq.backlog_alarm(name, arn))
+    _send(ex, watching, log)
     return description or {"EndpointName": name, "EndpointConfigName": config_name}
+
+
+def watch_endpoint(ex: Executor, endpoint: str, is_async: bool, watch: monitoring.Monitoring, log: Log) -> None:
+    """Alarms and/or dashboard for an endpoint that already exists (``monitor``)."""
+    _send(ex, monitoring.requests_for(endpoint, ex.resolved_region(), is_async, watch), log)
+
+
+def _send(ex: Executor, requests: list[rq.Request], log: Log) -> None:
+    for request in requests:
+        log(f"{request.operation} {request.params.get('AlarmName') or request.params.get('DashboardName')}")
+        ex.call(request)
+
+
+def unwatch_endpoint(ex: Executor, endpoint: str) -> None:
+    """Delete the alarms and dashboard ``watch_endpoint`` may have made; tolerant of missing.
+
+    Only the alarms DescribeAlarms finds are named (all of them in a dry run, which
+    sees none): the DeleteAlarms reference once said an unknown name made it delete
+    none, today it says the known ones still go; naming the found ones is right under both."""
+    found = ex.call(monitoring.describe_alarms(endpoint), missing_ok=True).get("MetricAlarms", [])
+    names = monitoring.alarm_names(endpoint) if ex.dry_run else [a["AlarmName"] for a in found]
+    if names:
+        ex.call(monitoring.delete_alarms(names), missing_ok=True)
+    ex.call(monitoring.delete_dashboard(endpoint), missing_ok=True)
 
 
 def deregister_scaling(ex: Executor, endpoint: str) -> None:
@@ -276,6 +312,7 @@ def cleanup(ex: Executor, endpoint: Optional[str], config: Optional[str], model:
         described = ex.exists(rq.describe_endpoint(endpoint))
         config = config or (described or {}).get("EndpointConfigName")
         deregister_scaling(ex, endpoint)
+        unwatch_endpoint(ex, endpoint)
         ex.call(rq.delete_endpoint(endpoint), missing_ok=True)
     if config:
         described_config = ex.exists(rq.describe_endpoint_config(config)) or {}

@@ -61,6 +61,11 @@ HEADER_MAX = 1024  # CustomAttributes, Accept, ContentType
 ASYNC_INVOCATION_TIMEOUT_RANGE = (1, 3600)  # InvokeEndpointAsync InvocationTimeoutSeconds
 ASYNC_REQUEST_TTL_RANGE = (60, 21600)  # InvokeEndpointAsync RequestTTLSeconds
 
+# --- CloudWatch ------------------------------------------------------------------
+NAMESPACE_MAX = 255  # PutMetricData / EMF namespace
+NAMESPACE_PATTERN = re.compile(r"^[^:]+$")
+DASHBOARD_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,255}$")  # PutDashboard DashboardName
+
 # --- batch transform -----------------------------------------------------------
 MAX_PAYLOAD_RANGE = (0, 100)  # MaxPayloadInMB
 CONCURRENCY_TIMES_PAYLOAD_MAX = 100  # MaxConcurrentTransforms x MaxPayloadInMB
@@ -221,3 +226,18 @@ def check_positive(field: str, value: float) -> float:
         _fail(f"{field} must be greater than 0", value)
     return value
 
+
+
+def check_namespace(namespace: str) -> str:
+    """A custom CloudWatch namespace: 1-255 characters, no colon, not AWS's own."""
+    if not 1 <= len(namespace or "") <= NAMESPACE_MAX or not NAMESPACE_PATTERN.match(namespace):
+        _fail(f"a CloudWatch namespace must be 1 to {NAMESPACE_MAX} characters without ':'", namespace)
+    if namespace.startswith("AWS/"):
+        _fail("a custom CloudWatch namespace must not start with AWS/ (reserved for AWS services)", namespace)
+    return namespace
+
+
+def check_dashboard_name(name: str) -> str:
+    if not DASHBOARD_NAME_PATTERN.match(name or ""):
+        _fail("DashboardName must be 1 to 255 characters of A-Z, a-z, 0-9, '-' and '_'", name)
+    return name

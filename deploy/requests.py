@@ -263,6 +263,39 @@ def invocations_policy(endpoint: str, target: float, scale_in_cooldown: int = 30
         scale_in_cooldown, scale_out_cooldown)
 
 
+def concurrency_policy(endpoint: str, target: float, scale_in_cooldown: int = 300,
+                       scale_out_cooldown: int = 60) -> Request:
+    """Real-time: keep the requests in flight per model container (one per instance) near ``target``.
+
+    SageMaker's high-resolution ConcurrentRequestsPerModel (every 10 s) counts requests the
+    container holds, queued ones included, until a streamed answer's last part is sent: it
+    follows the work whether a request is 3 s or 30 min of audio, and reacts to a burst
+    within seconds rather than minutes."""
+    return _target_tracking(
+        endpoint, concurrency_policy_name(endpoint), target,
+        {"PredefinedMetricSpecification": {
+            "PredefinedMetricType": "SageMakerVariantConcurrentRequestsPerModelHighResolution"}},
+        scale_in_cooldown, scale_out_cooldown)
+
+
+def queued_audio_policy(endpoint: str, target: float, namespace: str, scale_in_cooldown: int = 300,
+                        scale_out_cooldown: int = 60) -> Request:
+    """Real-time: keep the seconds of audio queued per worker near ``target``.
+
+    The container's own gauge (EMF ``QueuedAudioSeconds``, one line per worker every few
+    seconds): the scheduler knows how much audio waits, which no outside metric sees.
+    Average over the lines is the load per worker; adding instances lowers it."""
+    return _target_tracking(
+        endpoint, queued_audio_policy_name(endpoint), target,
+        {"CustomizedMetricSpecification": {
+            "MetricName": "QueuedAudioSeconds",
+            "Namespace": limits.check_namespace(namespace),
+            "Dimensions": [{"Name": "EndpointName", "Value": endpoint}, {"Name": "VariantName", "Value": VARIANT}],
+            "Statistic": "Average",
+        }},
+        scale_in_cooldown, scale_out_cooldown)
+
+
 def backlog_policy(endpoint: str, target: float, scale_in_cooldown: int = 600,
                    scale_out_cooldown: int = 300) -> Request:
     """Async: keep the queued requests per instance near ``target``; scales in to MinCapacity (0)."""
@@ -315,6 +348,14 @@ def backlog_alarm(endpoint: str, policy_arn: str) -> Request:
 
 def invocations_policy_name(endpoint: str) -> str:
     return f"{endpoint}-invocations-per-instance"
+
+
+def concurrency_policy_name(endpoint: str) -> str:
+    return f"{endpoint}-concurrent-requests-per-model"
+
+
+def queued_audio_policy_name(endpoint: str) -> str:
+    return f"{endpoint}-queued-audio-per-worker"
 
 
 def backlog_policy_name(endpoint: str) -> str:

@@ -45,8 +45,9 @@ def test_cleanup_of_nothing_succeeds(aws, capsys):
 def test_cleanup_order_deregisters_before_deleting(capsys):
     operations = [l["operation"] for l in dry_run(capsys, "cleanup", "--endpoint", "asr", "--config", "asr-c",
                                                   "--model", "asr")]
-    assert operations == ["DescribeScalingPolicies", "DeregisterScalableTarget", "DeleteAlarms", "DeleteEndpoint",
-                          "DeleteEndpointConfig", "DeleteModel"]
+    assert operations == ["DescribeScalingPolicies", "DeregisterScalableTarget", "DeleteAlarms",
+                          "DescribeAlarms", "DeleteAlarms", "DeleteDashboards",  # what --alarms/--dashboard made
+                          "DeleteEndpoint", "DeleteEndpointConfig", "DeleteModel"]
 
 
 def test_cleanup_needs_a_target(capsys):
