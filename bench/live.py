@@ -22,6 +22,8 @@ Reported per session count (all sessions' words and turns pooled):
 - **lag**: how long after the end of its audio a session's last ``completed`` came (the worst session);
   with ``--long-minutes M``, an M-minute stream at ``--long-sessions`` counts also reports how the lag
   grew over it (seconds per minute of audio, least squares over every turn; the worst session);
+- **accept**: from opening the connection to the WebSocket's accept (the most of any session; SageMaker
+  wants 250 ms);
 - **held**: sessions that kept up: not closed by the server (1013 busy or lagging, 1008), every turn
   completed, their last completed within ``--max-lag`` s of its audio; ``client late`` is the most any
   frame left after its time (a busy client machine, not the server, if it is large);
@@ -280,6 +282,7 @@ def summarise(outcomes: list[Outcome], ref: Reference, audio_seconds: float, spo
         "lag_growth_s_per_min": max((g for g in map(growth_per_minute, session_lags) if g is not None),
                                     default=None),
         "client_late_ms": 1000 * max((r.max_late_s for r in results), default=0.0),
+        "accept_ms_max": max((1000 * r.accept_s for r in results if r.accept_s is not None), default=None),
         "wer_vs_file": statistics.mean(speech.wer([ref.text], [t]) for t in texts) if texts else None,
         "wer_vs_text": statistics.mean(speech.wer([spoken], [t]) for t in texts) if texts else None,
         "file_wer_vs_text": speech.wer([spoken], [ref.text]),
@@ -354,9 +357,9 @@ def fmt(value, spec: str = ".2f") -> str:
 
 def table(rows: list[dict]) -> str:
     lines = ["| round | audio | sessions | held | first delta s | word p50 / p95 s (x 1 session) | aligned "
-             "| stopped -> completed p50 / p95 s | lag s | lag growth s/min | client late ms "
+             "| stopped -> completed p50 / p95 s | lag s | lag growth s/min | client late ms | accept ms (most) "
              "| WER vs file | WER vs text (file's) | passes per engine call |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(
             f"| {r['round']} | {r['kind']} {r['audio_s']:.0f} s | {r['sessions']} | {r['held']}/{r['sessions']}"
@@ -365,6 +368,7 @@ def table(rows: list[dict]) -> str:
             f"(x{fmt(r['x_word_p50_s'])} / x{fmt(r['x_word_p95_s'])}) | {fmt(r['aligned'], '.0%')} "
             f"| {fmt(r['completed_p50_s'])} / {fmt(r['completed_p95_s'])} | {fmt(r['lag_last_s'])} "
             f"| {fmt(r['lag_growth_s_per_min'], '+.3f')} | {fmt(r['client_late_ms'], '.0f')} "
+            f"| {fmt(r.get('accept_ms_max'), '.0f')} "
             f"| {fmt(r['wer_vs_file'], '.3f')} | {fmt(r['wer_vs_text'], '.3f')} "
             f"({fmt(r['file_wer_vs_text'], '.3f')}) | {fmt(r.get('passes_per_call'))} |")
     return "\n".join(lines)

@@ -4,13 +4,14 @@ Batched decoding is faster-whisper's own batched generation, as its
 ``BatchedInferencePipeline`` does it: log-mel features of every window
 stacked, one ``encode`` and one ``generate`` for the batch (with per-window
 no-speech probability and scores), then word timestamps by cross-attention
-alignment on the same encoder output.
+alignment on the same encoder output. ``generate`` takes a prompt for each
+window, so windows with different prompts share the call.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -29,6 +30,7 @@ class CTranslate2Backend(Backend):
     support = {name: None for name in ("language", "task", "initial_prompt", "temperature", "beam_size",
                                        "word_timestamps", "vad_filter", "condition_on_previous_text",
                                        "chunk_length_s")}
+    prompt_per_window = True
 
     @classmethod
     def load(cls, model_path: Path | str, device: Device, model_name: str) -> "CTranslate2Backend":
@@ -53,7 +55,7 @@ class CTranslate2Backend(Backend):
                          language=language)
 
     def decode(self, windows: Sequence[np.ndarray], options: DecodeOptions, temperature: float,
-               scores: bool = False) -> list[Decoded]:
+               scores: bool = False, prompts: Optional[Sequence[Optional[str]]] = None) -> list[Decoded]:
         from faster_whisper.transcribe import get_suppressed_tokens
 
         # Each window padded with silence to 30 s before the log-mel, as openai-whisper does
@@ -70,19 +72,25 @@ class CTranslate2Backend(Backend):
                     idx = [i for i, d in enumerate(detected) if d == language]
                     for i, result in zip(idx, self.decode([windows[i] for i in idx],
                                                           _with_language(options, language), temperature,
-                                                          scores)):
+                                                          scores, None if prompts is None else
+                                                          [prompts[i] for i in idx])):
                         out[i] = result
                 return out
             language = detected[0]
         else:
             language = options.language
         tokenizer = self._tokenizer(options, language)
-        previous = tokenizer.encode(" " + options.initial_prompt.strip()) if options.initial_prompt else []
-        prompt = self.model.get_prompt(tokenizer, previous_tokens=previous)
+        if prompts is None:
+            prompts = [options.initial_prompt] * len(windows)
+        cached: dict[Optional[str], list[int]] = {}  # windows of one request or session share a prompt
+        for text in prompts:
+            if text not in cached:
+                previous = tokenizer.encode(" " + text.strip()) if text else []
+                cached[text] = list(self.model.get_prompt(tokenizer, previous_tokens=previous))
         sampling = dict(beam_size=1, num_hypotheses=BEST_OF, sampling_topk=0, sampling_temperature=temperature) \
             if temperature > 0 else dict(beam_size=options.beam_size, patience=1.0)
         results = self.model.model.generate(
-            encoder_output, [list(prompt) for _ in windows], max_length=self.model.max_length,
+            encoder_output, [cached[text] for text in prompts], max_length=self.model.max_length,
             return_scores=True, return_no_speech_prob=True, return_logits_vocab=scores, suppress_blank=True,
             suppress_tokens=get_suppressed_tokens(tokenizer, [-1]), max_initial_timestamp_index=50,
             **sampling)

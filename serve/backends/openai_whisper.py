@@ -60,7 +60,8 @@ class OpenAIWhisperBackend(Backend):
         return torch.stack([padded_log_mel(log_mel, w) for w in windows])
 
     def decode(self, windows: Sequence[np.ndarray], options: DecodeOptions, temperature: float,
-               scores: bool = False) -> list[Decoded]:
+               scores: bool = False, prompts: None = None) -> list[Decoded]:
+        assert prompts is None, "one prompt per call (prompt_per_window is False): the scheduler never splits it"
         import torch
         from whisper.decoding import DecodingOptions, DecodingTask, decode
         from whisper.timing import add_word_timestamps

@@ -66,7 +66,8 @@ class TransformersBackend(Backend):
         return kwargs
 
     def decode(self, windows: Sequence[np.ndarray], options: DecodeOptions, temperature: float,
-               scores: bool = False) -> list[Decoded]:
+               scores: bool = False, prompts: None = None) -> list[Decoded]:
+        assert prompts is None, "one prompt per call (prompt_per_window is False): the scheduler never splits it"
         import torch
         from transformers.modeling_outputs import BaseModelOutput
 

@@ -8,7 +8,9 @@ file is being decoded is in the next call, whatever either request asked for:
 - **the batched lane**: the head's windows and those of every other waiting
   request with equal decoding options, one window per request per round,
   until ``max_batch`` engine windows are filled (with packing on, short
-  windows of several requests share one engine window);
+  windows of several requests with the same prompt share one engine window).
+  Where the engine takes a prompt per window, requests whose options differ
+  only in their prompt share the call, each window with its own prompt;
 - **the sequential lane** (``condition_on_previous_text``): the head's next
   window alone, with its previous text as the prompt; one window per call,
   so the request takes turns with everyone else at Whisper's 30 s windows
@@ -36,6 +38,8 @@ class Call:
     number: int
     options: DecodeOptions
     packs: list[list[Entry]]
+    prompts: Optional[list[Optional[str]]] = None
+    """Each pack's own prompt, where the engine takes one per window (``options`` has none then)."""
 
     @property
     def entries(self) -> list[Entry]:
@@ -46,10 +50,12 @@ class Call:
         return list({id(e.job): e.job for e in self.entries}.values())
 
 
-def next_call(jobs: Sequence[Job], number: int, max_batch: int, packing: bool) -> Optional[Call]:
+def next_call(jobs: Sequence[Job], number: int, max_batch: int, packing: bool,
+              prompt_per_window: bool = False) -> Optional[Call]:
     """Take the windows of the next engine call (number ``number``) from the queues of ``jobs`` (oldest first).
 
-    The caller holds the scheduler's lock. None when no request has a window queued.
+    ``prompt_per_window``: the engine takes a prompt for each window. The caller holds the scheduler's
+    lock. None when no request has a window queued.
     """
     waiting = [j for j in jobs if j.queue]
     if not waiting:
@@ -59,9 +65,9 @@ def next_call(jobs: Sequence[Job], number: int, max_batch: int, packing: bool) -
     if head.options.sequential:
         prompt = head.previous_text().strip() or None
         return Call(number, replace(head.options.decode, initial_prompt=prompt), [[head.queue.popleft()]])
-    options = head.options.decode
+    options = _lane(head.options.decode, prompt_per_window)
     order = [head] + [j for j in jobs if j is not head and j.queue and not j.options.sequential
-                      and j.options.decode == options]
+                      and _lane(j.options.decode, prompt_per_window) == options]
     packable = packing and options.language is not None  # a pack's windows share one language
     packs: list[list[Entry]] = []
     used: list[int] = []
@@ -75,8 +81,8 @@ def next_call(jobs: Sequence[Job], number: int, max_batch: int, packing: bool) -
             size = entry.window.length
             spot = None
             if packable and not entry.solo:
-                spot = next((i for i, p in enumerate(packs) if not p[0].solo and fits(used[i], size, MAX_WINDOW)),
-                            None)
+                spot = next((i for i, p in enumerate(packs) if not p[0].solo and fits(used[i], size, MAX_WINDOW)
+                             and _prompt(p[0]) == _prompt(entry)), None)
             if spot is not None:
                 packs[spot].append(entry)
                 used[spot] += PACK_GAP + size
@@ -87,5 +93,14 @@ def next_call(jobs: Sequence[Job], number: int, max_batch: int, packing: bool) -
                 continue
             job.queue.popleft()
             progressed = True
-    return Call(number, options, packs)
+    return Call(number, options, packs, [_prompt(p[0]) for p in packs] if prompt_per_window else None)
+
+
+def _lane(options: DecodeOptions, prompt_per_window: bool) -> DecodeOptions:
+    """What must be equal for two requests' windows to share a call."""
+    return replace(options, initial_prompt=None) if prompt_per_window else options
+
+
+def _prompt(entry: Entry) -> Optional[str]:
+    return entry.job.options.decode.initial_prompt
 

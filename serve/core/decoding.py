@@ -40,12 +40,16 @@ MIN_TAIL_SPEECH_S = 0.5
 
 
 def decode_with_fallback(engine: Engine, windows: Sequence[np.ndarray], options: DecodeOptions,
-                         fallback: Sequence[bool], scores: bool = False) -> list[Decoded]:
-    """Decode every window, each again at the next temperature while it needs it (``fallback[i]`` allows it)."""
+                         fallback: Sequence[bool], scores: bool = False,
+                         prompts: Optional[Sequence[Optional[str]]] = None) -> list[Decoded]:
+    """Decode every window, each again at the next temperature while it needs it (``fallback[i]`` allows it).
+    ``prompts``: each window's own prompt (an engine with ``prompt_per_window``)."""
     best: list[Optional[Decoded]] = [None] * len(windows)
     pending = list(range(len(windows)))
     for n, temperature in enumerate(options.temperatures):
-        decoded = engine.decode([windows[i] for i in pending], options, temperature, scores)
+        # Only prompted calls name ``prompts``: engines without ``prompt_per_window`` need not take it.
+        per_window = {} if prompts is None else {"prompts": [prompts[i] for i in pending]}
+        decoded = engine.decode([windows[i] for i in pending], options, temperature, scores, **per_window)
         last = n == len(options.temperatures) - 1
         retry = []
         for i, d in zip(pending, decoded):

@@ -6,7 +6,9 @@ model, device and precision; nothing of HTTP, settings or requests.
 
 ``decode(windows, options, temperature)`` is one engine call on up to
 ``WHISPER_MAX_BATCH`` windows of at most 30 s each, all decoded with the same
-options. Everything else (cutting, batching, temperature fallback, the
+options; an engine that can (``prompt_per_window``) also takes each window's
+own prompt, so requests whose prompts differ (live sessions, each prompted
+with its own previous words) still share engine calls. Everything else (cutting, batching, temperature fallback, the
 sequential lane's previous-text prompt, packing, delivery) is the scheduler's.
 
 Every engine declares, per option, ``None`` (honoured) or why it is not
@@ -71,6 +73,10 @@ class Engine(abc.ABC):
     support: ClassVar[Mapping[str, Optional[str]]]
     """Every TranscribeOptions field -> None (honoured) or the reason it is not."""
 
+    prompt_per_window: ClassVar[bool] = False
+    """``decode`` takes a prompt for each window (``prompts``). Otherwise the scheduler puts only
+    windows with equal prompts in one call, and never passes ``prompts``."""
+
     def __init__(self, device: Device, model_name: str, english_only: bool):
         self.device = device
         self.model_name = model_name
@@ -78,12 +84,13 @@ class Engine(abc.ABC):
 
     @abc.abstractmethod
     def decode(self, windows: Sequence[np.ndarray], options: DecodeOptions, temperature: float,
-               scores: bool = False) -> list[Decoded]:
+               scores: bool = False, prompts: Optional[Sequence[Optional[str]]] = None) -> list[Decoded]:
         """Decode each 16 kHz mono float32 window (at most 30 s) in one batched call.
 
         ``options.language`` None (multilingual models only) detects each
         window's language; ``options.initial_prompt`` is the previous text the
-        decoder sees. ``scores``: fill ``Decoded.segment_logprobs``.
+        decoder sees, or ``prompts[i]`` window i's (only where ``prompt_per_window``).
+        ``scores``: fill ``Decoded.segment_logprobs``.
         """
 
     @property

@@ -53,6 +53,9 @@ from .segments import Window, windows
 
 log = logging.getLogger(__name__)
 
+Item = tuple[list[Entry], list[np.ndarray], Optional[str]]
+"""One engine window of a call: its requests' windows (several when packed), their samples, its prompt."""
+
 
 @dataclass(frozen=True)
 class SchedulerConfig:
@@ -262,7 +265,8 @@ class Scheduler:
             while True:
                 if self._stopped or not self.health.ok:
                     return None
-                call = next_call(self._jobs, self.calls + 1, self.config.max_batch, self.config.packing)
+                call = next_call(self._jobs, self.calls + 1, self.config.max_batch, self.config.packing,
+                                 self.engine.prompt_per_window)
                 if call is not None:
                     break
                 self._cond.wait()
@@ -275,12 +279,13 @@ class Scheduler:
 
     def _execute(self, call: Call) -> None:
         items = []
-        for pack in call.packs:
+        for n, pack in enumerate(call.packs):
             read = [(e, audio) for e in pack if (audio := self._read(e)) is not None]
             if read:
-                items.append(([e for e, _ in read], [audio for _, audio in read]))
+                prompt = call.prompts[n] if call.prompts is not None else None
+                items.append(([e for e, _ in read], [audio for _, audio in read], prompt))
         if items:
-            self._decode_isolated(call.options, items)
+            self._decode_isolated(call.options, items, call.prompts is not None)
 
     def _read(self, entry: Entry) -> Optional[np.ndarray]:
         """A window's samples from its request's PCM file; a read that fails fails that request only."""
@@ -293,17 +298,20 @@ class Scheduler:
                                                      f"scratch disk ({exc.strerror or exc}); send it again"))
             return None
 
-    def _decode_isolated(self, options: DecodeOptions, items: list[tuple[list[Entry], list[np.ndarray]]]) -> None:
-        """Decode these packs in one engine call. If the engine raises, decode the halves again, down to
-        single windows, so that only the window that makes it fail fails, and only its request."""
-        items = [(pack, parts) for pack, parts in items if not any(e.job.cancelled.is_set() for e in pack)]
+    def _decode_isolated(self, options: DecodeOptions, items: list[Item], prompted: bool = False) -> None:
+        """Decode these packs in one engine call (``prompted``: each with its own prompt). If the engine raises,
+        decode the halves again, down to single windows, so that only the window that makes it fail fails,
+        and only its request."""
+        items = [item for item in items if not any(e.job.cancelled.is_set() for e in item[0])]
         if not items:
             return
-        arrays = [pack_audio(parts) for _, parts in items]
-        packed = [len(pack) > 1 for pack, _ in items]
+        arrays = [pack_audio(parts) for _, parts, _ in items]
+        packed = [len(pack) > 1 for pack, _, _ in items]
+        prompts = [prompt for _, _, prompt in items] if prompted else None
         self.health.call_started()
         try:
-            decoded = decode_with_fallback(self.engine, arrays, options, [not p for p in packed], any(packed))
+            decoded = decode_with_fallback(self.engine, arrays, options, [not p for p in packed], any(packed),
+                                           prompts)
         except Exception as exc:  # noqa: BLE001 - isolate the culprit below
             self.health.call_ended()
             single = len(items) == 1 and not packed[0]
@@ -316,15 +324,16 @@ class Scheduler:
                 self.cancel(entry.job, _engine_fault(exc))
             elif len(items) > 1:
                 middle = len(items) // 2
-                self._decode_isolated(options, items[:middle])
-                self._decode_isolated(options, items[middle:])
+                self._decode_isolated(options, items[:middle], prompted)
+                self._decode_isolated(options, items[middle:], prompted)
             else:  # one pack of several requests: each alone
-                for entry, part in zip(*items[0]):
-                    self._decode_isolated(options, [([entry], [part])])
+                pack, parts, prompt = items[0]
+                for entry, part in zip(pack, parts):
+                    self._decode_isolated(options, [([entry], [part], prompt)], prompted)
             return
         self.health.call_ended()
         self.health.succeeded()
-        for (pack, parts), audio, d in zip(items, arrays, decoded):
+        for (pack, parts, _), audio, d in zip(items, arrays, decoded):
             if len(pack) == 1:
                 self._finish_window(pack[0], audio, d)
             else:

@@ -22,7 +22,7 @@ import json
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterable, Iterator, Optional, Union
 
 import numpy as np
@@ -70,6 +70,8 @@ class LiveResult:
     """When the final input_audio_buffer.commit was sent (seconds, like ``Received.at``)."""
     complete: bool = False
     """The end of the stream went as the contract says: the commit answered, every committed item completed."""
+    accept_s: Optional[float] = None
+    """From opening the connection to the server's accept (the WebSocket handshake's answer)."""
 
     def of(self, *types: str) -> list[Received]:
         return [r for r in self.events if r.type in types]
@@ -306,17 +308,21 @@ def stream(url: str, samples: Union[np.ndarray, Iterable[np.ndarray]], *, door: 
 
     update = _initial_update(door, input_format, session)
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+    opening = time.monotonic()
     try:
         with connect(url.rstrip("/") + PATHS[door], additional_headers=headers, compression=None,
                      max_size=2 ** 24, open_timeout=HANDSHAKE_TIMEOUT_S) as ws:
-            return _run(ws, door, samples, frame_ms, realtime, input_format, update, finish_timeout, on_event)
+            accepted = time.monotonic() - opening
+            return _run(ws, door, samples, frame_ms, realtime, input_format, update, finish_timeout, on_event,
+                        accepted)
     except InvalidStatus as e:  # the handshake's answer (raised by connect only)
         body = e.response.body.decode(errors="replace")[:300] if e.response.body else ""
         raise LiveRefusedError(f"the server refused the WebSocket: HTTP {e.response.status_code} {body}") from None
 
 
 def _run(ws, door: str, samples, frame_ms: int, realtime: bool, input_format: str, update: Optional[dict],
-         finish_timeout: float, on_event: Optional[Callable[[Received], None]]) -> LiveResult:
+         finish_timeout: float, on_event: Optional[Callable[[Received], None]],
+         accept_s: Optional[float] = None) -> LiveResult:
     """One session on an open connection (websockets', or ``_SdkConnection``): handshake, audio, end, close."""
     from websockets.exceptions import ConnectionClosed
 
@@ -337,7 +343,8 @@ def _run(ws, door: str, samples, frame_ms: int, realtime: bool, input_format: st
     finally:
         live.stop.set()
         ws.close()
-    result = live.result(ws.close_code, ws.close_reason or "", pacer.max_late if pacer else 0.0)
+    result = replace(live.result(ws.close_code, ws.close_reason or "", pacer.max_late if pacer else 0.0),
+                     accept_s=accept_s)
     if live.failure is not None:
         raise live.failure
     if live.refused is not None:

@@ -5,7 +5,10 @@ The audio is cut into turns: by the server VAD (``turns``), by the client's
 third, so a word is rarely cut). While a turn is open its audio so far is
 decoded again each time ``min_pass_s`` more has arrived; words two passes
 agree on are sent as deltas (``agreement``). When the turn ends, one last
-pass gives the rest of its words and the ``completed`` event.
+pass gives the rest of its words and the ``completed`` event. Every pass is
+prompted with the session's last words before the turn (after the client's
+own prompt), as Whisper prompts each 30 s window of a file with the text
+before it: a turn decoded alone, without them, misreads more words.
 
 A session has at most one pass in the scheduler at a time, so N sessions
 put at most N windows into the engine's batches, beside the file requests.
@@ -55,6 +58,9 @@ class LiveLimits:
     """... this long: the session is closed with 1013 (Try Again Later)."""
     max_pending: int = 4
     """Turns waiting for their last pass: one more closes the session (1013)."""
+    context_chars: int = 200
+    """The session's last words before a turn that prompt its passes (whisper_streaming's 200 characters:
+    enough for the decoder to follow the speech on; Whisper keeps at most 223 tokens)."""
 
 
 class SessionClosing(Exception):
@@ -106,6 +112,8 @@ class LiveSession:
         """The sample (from the session's start) that ``_buffer[0]`` is."""
         self._turn: Optional[_Turn] = None
         self._previous_item: Optional[str] = None
+        self._context = ""
+        """The end of the session's transcript so far (``context_chars``): the prompt of the next passes."""
         self._last_end = 0
         """Where the last turn ended: the next one never starts before (no audio is in two turns)."""
         self._queue: deque[_Pass] = deque()
@@ -251,7 +259,7 @@ class LiveSession:
                     return
                 job = self._running = self._queue.popleft()
                 self.passes += 1
-            options = self.config.options
+                options = self._prompted(self.config.options)
             if not (job.final and self.config.segments):
                 options = replace(options, word_timestamps=None)  # times are only sent on ``completed``
             try:
@@ -291,8 +299,16 @@ class LiveSession:
         segments = None
         if self.config.segments:
             segments = [_shifted(s, turn.start / SAMPLE_RATE) for s in result.segments]
-        self._send(protocol.completed(turn.item_id, " ".join(turn.agreement.committed), segments,
+        transcript = " ".join(turn.agreement.committed)
+        self._context = _tail(f"{self._context} {transcript}", self.limits.context_chars)
+        self._send(protocol.completed(turn.item_id, transcript, segments,
                                       audio_seconds=len(job.samples) / SAMPLE_RATE))
+
+    def _prompted(self, options: TranscribeOptions) -> TranscribeOptions:
+        """``options`` with the session's last words after the client's prompt (if any)."""
+        if not self._context:
+            return options
+        return replace(options, initial_prompt=" ".join(filter(None, [options.initial_prompt, self._context])))
 
     # --- bounds ------------------------------------------------------------------------------------
 
@@ -335,6 +351,17 @@ class LiveSession:
                 "session_falling_behind",
                 f"transcription is {lag:.0f} s behind this session's audio; past {self.limits.lag_close_s:.0f} s "
                 "the session is closed (1013)", error_type="server_error")))
+
+
+def _tail(text: str, chars: int) -> str:
+    """The last ``chars`` characters of ``text``, from a word's start."""
+    text = text.strip()
+    if chars <= 0:
+        return ""
+    if len(text) <= chars:
+        return text
+    cut = text[-chars:]
+    return cut[cut.index(" ") + 1:] if text[-chars - 1] != " " and " " in cut else cut
 
 
 def _ms(sample: int) -> int:

@@ -53,7 +53,8 @@ def is_marked(window: np.ndarray) -> bool:
 class Wrapped(Engine):
     """A real engine whose calls are recorded, each first shown to the test's ``hooks`` (which may raise or wait).
 
-    ``calls``: (windows, marked windows, options, temperature) per call, in order.
+    ``calls``: (windows, marked windows, options, temperature) per call, in order; ``prompts``: each
+    call's prompt per window, where the engine takes one per window (else None).
     """
 
     def __init__(self, inner: Engine, *hooks: Callable[[Sequence[np.ndarray]], None]):
@@ -61,17 +62,22 @@ class Wrapped(Engine):
         self.inner = inner
         self.name = inner.name  # type: ignore[misc]
         self.support = inner.support  # type: ignore[misc]
+        self.prompt_per_window = inner.prompt_per_window  # type: ignore[misc]
         self.hooks = list(hooks)
         self.calls: list[tuple[int, int, DecodeOptions, float]] = []
+        self.prompts: list = []
         self._lock = threading.Lock()
 
     def decode(self, windows: Sequence[np.ndarray], options: DecodeOptions, temperature: float,
-               scores: bool = False) -> list[Decoded]:
+               scores: bool = False, prompts=None) -> list[Decoded]:
         with self._lock:
             self.calls.append((len(windows), sum(is_marked(w) for w in windows), options, temperature))
+            self.prompts.append(None if prompts is None else list(prompts))
         for hook in self.hooks:
             hook(windows)
-        return self.inner.decode(windows, options, temperature, scores)
+        if prompts is None:
+            return self.inner.decode(windows, options, temperature, scores)
+        return self.inner.decode(windows, options, temperature, scores, prompts)
 
 
 class Raise:

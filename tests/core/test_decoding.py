@@ -64,6 +64,26 @@ def test_an_unlikely_text_is_decoded_again_and_only_the_windows_that_need_it():
     assert [d.temperature for d in out] == [0.0, 0.6]
 
 
+class Prompted(Scripted):
+    """``Scripted``, taking a prompt per window (as ctranslate2): records each call's prompts."""
+
+    prompt_per_window = True
+
+    def __init__(self, answer):
+        super().__init__(answer)
+        self.prompts: list[list] = []
+
+    def decode(self, windows, options, temperature, scores=False, prompts=None):
+        self.prompts.append(list(prompts))
+        return super().decode(windows, options, temperature, scores)
+
+
+def test_a_window_decoded_again_keeps_its_own_prompt():
+    engine = Prompted(lambda i, t: _decoded(avg_logprob=-2.0 if i == 1 and t == 0 else -0.3, temperature=t))
+    decoding.decode_with_fallback(engine, _windows(3), OPTIONS, [True] * 3, prompts=["zero", "one", None])
+    assert engine.prompts == [["zero", "one", None], ["one"]]
+
+
 def test_silence_is_not_decoded_again_and_yields_nothing():
     engine = Scripted(lambda i, t: _decoded(avg_logprob=-1.5, no_speech_prob=0.9, temperature=t))
     [d] = decoding.decode_with_fallback(engine, _windows(1), OPTIONS, [True])

@@ -109,6 +109,60 @@ def test_concurrent_requests_get_their_own_options(named_engine, corpus, tmp_pat
     assert "Stella" in together[1].text
 
 
+PROMPTS = ["Stella, Stella.", "Sea, sea, sea.", None]
+
+
+def _prompted_together(r, gate, clip) -> tuple[list, int]:
+    """``clip`` three times with the three ``PROMPTS``, queued while a first request holds the engine;
+    their results, and the index of the first engine call after the one held."""
+    blocker = r.submit(speech.corpus(16)[8].path)
+    gate.wait_entered()
+    held = len(r.engine.calls)
+    jobs = [r.submit(clip.path, **({"initial_prompt": p} if p else {})) for p in PROMPTS]
+    wait_until(lambda: all(j.cut_all for j in jobs), what="every request cut into windows")
+    gate.open_all()
+    blocker.wait(600)
+    return [j.wait(600) for j in jobs], held
+
+
+def test_requests_whose_prompts_differ_share_a_call_each_window_with_its_own_prompt(real, named_engine, corpus,
+                                                                                    run):
+    """ctranslate2 takes a prompt per window: requests that differ only in their prompt (live sessions, each
+    prompted with its own last words) share engine calls, and each is decoded exactly as alone."""
+    gate = Gate()
+    r = run(Wrapped(real, gate))
+    results, held = _prompted_together(r, gate, corpus[1])
+    assert r.engine.calls[held][0] == 3, "the three requests did not share an engine call"
+    assert sorted(map(str, r.engine.prompts[held])) == sorted(map(str, PROMPTS))
+    assert r.engine.calls[held][2].initial_prompt is None, "a prompted call's options carry no prompt of their own"
+    alone = named_engine("ctranslate2")
+    for prompt, together in zip(PROMPTS, results):
+        assert together.text == alone.transcribe(corpus[1].path, initial_prompt=prompt).text, prompt
+    assert "Stella" in results[0].text and "Stella" not in results[2].text
+
+
+def test_an_engine_with_one_prompt_per_call_gets_each_prompt_in_its_own_call(real, corpus, run):
+    gate = Gate()
+    engine = Wrapped(real, gate)
+    engine.prompt_per_window = False  # as openai-whisper and transformers
+    r = run(engine)
+    results, held = _prompted_together(r, gate, corpus[1])
+    assert [n for n, *_ in r.engine.calls[held:]] == [1, 1, 1]
+    assert {options.initial_prompt for _, _, options, _ in r.engine.calls[held:]} == set(PROMPTS)
+    assert all(p is None for p in r.engine.prompts)
+    assert "Stella" in results[0].text
+
+
+def test_packing_puts_only_windows_with_the_same_prompt_in_one_engine_window(real, corpus, run):
+    """A packed engine window has one prompt: requests with different prompts are never packed together
+    (all three would fit in one 30 s window otherwise)."""
+    gate = Gate()
+    r = run(Wrapped(real, gate), packing=True)
+    results, held = _prompted_together(r, gate, corpus[1])
+    assert r.engine.calls[held][0] == 3 and sorted(map(str, r.engine.prompts[held])) == sorted(map(str, PROMPTS))
+    assert "Stella" in results[0].text and "Stella" not in results[2].text
+
+
 @pytest.mark.parametrize("lane", [{}, {"condition_on_previous_text": True}], ids=["batched", "sequential"])
 def test_a_long_request_does_not_hold_back_a_short_one(real, long_clip, marked, run, lane):
     """A short request is in the engine call right after the one in flight when it is ready, whatever the
@@ -231,8 +285,8 @@ class _StopsEarly(Wrapped):
         super().__init__(inner)
         self.cut = 0
 
-    def decode(self, windows, options, temperature, scores=False):
-        out = super().decode(windows, options, temperature, scores)
+    def decode(self, windows, options, temperature, scores=False, prompts=None):
+        out = super().decode(windows, options, temperature, scores, prompts)
         if self.cut:
             return out
         self.cut += 1

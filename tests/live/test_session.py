@@ -30,6 +30,7 @@ class Scripted:
 
     def __init__(self, words_per_s: float = 2.0):
         self.calls: list[int] = []
+        self.prompts: list = []
         self.gate = threading.Event()
         self.gate.set()
         self.in_flight = 0
@@ -43,6 +44,7 @@ class Scripted:
             self.in_flight += 1
             self.most_in_flight = max(self.most_in_flight, self.in_flight)
             self.calls.append(len(samples))
+            self.prompts.append(options.initial_prompt)
         try:
             while not self.gate.wait(0.05):
                 if cancelled.is_set():
@@ -120,6 +122,29 @@ def test_words_arrive_as_deltas_before_the_commit_and_the_completed_text_is_the_
     assert "".join(e["delta"] for e in deltas) == done["transcript"] == " ".join(WORDS[:12])
     assert [e["type"] for e in events.items].index("input_audio_buffer.committed") < \
         [e["type"] for e in events.items].index(COMPLETED)
+
+
+def test_each_pass_is_prompted_with_the_sessions_last_words_after_the_clients_prompt(sessions):
+    """Whisper reads a turn better with the words before it (README, live numbers): every pass of a turn
+    gets the session's transcript so far, its last ``context_chars`` from a word's start, after the
+    client's own prompt."""
+    events, fake = Events(), Scripted()
+    config = replace(MANUAL, options=replace(MANUAL.options, initial_prompt="Names: Zulu."))
+    session = _session(sessions, fake, events, config, context_chars=30)
+    _feed(session, _audio(3))
+    session.commit()
+    events.wait_for(COMPLETED)
+    first = len(fake.prompts)
+    assert set(fake.prompts) == {"Names: Zulu."}, "the first turn has no words before it"
+    for n in range(2, 4):
+        _feed(session, _audio(4))
+        session.commit()
+        events.wait_for(COMPLETED, n)
+    said = " ".join(e["transcript"] for e in events.of(COMPLETED)[:2])  # before the third turn
+    third = fake.prompts[-1]
+    assert third.startswith("Names: Zulu. ") and said.endswith(third[len("Names: Zulu. "):])
+    assert len(third) - len("Names: Zulu. ") <= 30 and third[len("Names: Zulu. "):].split()[0] in WORDS
+    assert all(p.startswith("Names: Zulu. ") and len(p) > len("Names: Zulu. ") for p in fake.prompts[first:])
 
 
 def test_a_session_never_has_two_passes_in_flight(sessions):
