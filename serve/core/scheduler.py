@@ -40,6 +40,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..errors import CancelledError, EngineFaultError, ServiceFaultError, ShuttingDownError, WhisperServeError
+from ..metrics import record as metrics
 from .audio import decode_to_file
 from .batching import Call, next_call
 from .decoding import PROMPT_RESET_TEMPERATURE, decode_with_fallback, is_silence, stopped_at
@@ -87,6 +88,7 @@ class Scheduler:
         self.calls = 0
         """Engine calls started so far (for tests and logs)."""
         self.health = Health(config.engine_timeout_s, self._unhealthy)
+        metrics.packing(config.packing)
         self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
         self._thread.start()
         # Native engine code running in a daemon thread while the interpreter exits crashes it.
@@ -135,6 +137,7 @@ class Scheduler:
             job.cancelled.set()
             job.queue.clear()
             self._forget(job)
+            self._queue_changed()
             job.error = error or CancelledError("the request was given up")
             job.post("error", job.error)
 
@@ -186,7 +189,9 @@ class Scheduler:
             if job.cancelled.is_set():
                 job.audio._finish(CancelledError("the request was given up"))
                 return
+            started = time.monotonic()
             decode_to_file(job.source, job.audio, self.config.max_audio_seconds, job.cancelled)
+            metrics.decoded(time.monotonic() - started)
         except BaseException as exc:  # noqa: BLE001 - recorded on job.audio; the cutter reports it
             if not job.audio.done:  # the decoder failed before it could say so itself
                 job.audio._finish(exc if isinstance(exc, WhisperServeError) else ServiceFaultError(
@@ -225,6 +230,7 @@ class Scheduler:
                 return
             job.outstanding.add(entry.key)
             (job.queue.appendleft if front else job.queue.append)(entry)
+            self._queue_changed()
             self._cond.notify_all()
 
     def _requeue(self, entries: list[Entry]) -> None:
@@ -233,6 +239,7 @@ class Scheduler:
             for e in sorted(entries, reverse=True):
                 if not e.job.cancelled.is_set():
                     e.job.queue.appendleft(replace(e, solo=True))
+            self._queue_changed()
             self._cond.notify_all()
 
     # --- the inference thread -----------------------------------------------------------------
@@ -267,6 +274,7 @@ class Scheduler:
                     break
                 self._cond.wait()
             self.calls += 1
+            self._queue_changed()
             for job in call.jobs:
                 job.hold()
                 if job.started is None:
@@ -302,10 +310,12 @@ class Scheduler:
         arrays = [pack_audio(parts) for _, parts in items]
         packed = [len(pack) > 1 for pack, _ in items]
         self.health.call_started()
+        started = time.monotonic()
         try:
             decoded = decode_with_fallback(self.engine, arrays, options, [not p for p in packed], any(packed))
         except Exception as exc:  # noqa: BLE001 - isolate the culprit below
             self.health.call_ended()
+            metrics.engine_call(len(arrays), time.monotonic() - started)
             single = len(items) == 1 and not packed[0]
             self.health.engine_error(exc, single)
             if not self.health.ok:
@@ -324,6 +334,7 @@ class Scheduler:
             return
         self.health.call_ended()
         self.health.succeeded()
+        metrics.engine_call(len(arrays), time.monotonic() - started)
         for (pack, parts), audio, d in zip(items, arrays, decoded):
             if len(pack) == 1:
                 self._finish_window(pack[0], audio, d)
@@ -384,6 +395,15 @@ class Scheduler:
     def _forget(self, job: Job) -> None:
         if job in self._jobs:
             self._jobs.remove(job)
+
+    def queue_depth(self) -> tuple[int, int]:
+        """Windows waiting for the engine, and their audio in samples (called with the lock held)."""
+        return (sum(len(job.queue) for job in self._jobs),
+                sum(e.window.length for job in self._jobs for e in job.queue))
+
+    def _queue_changed(self) -> None:
+        """Called with the lock held: the queue gauges follow every change (a sum over the waiting windows)."""
+        metrics.queue(*self.queue_depth())
 
 
 def _engine_fault(exc: BaseException) -> BaseException:
