@@ -140,6 +140,7 @@ def request_id(inference_id: Optional[str]) -> str:
 def _start_metrics(settings: Settings, runtime: Callable[[], Optional[Runtime]]) -> Optional[metrics.Metrics]:
     """This worker's outlets (WHISPER_METRICS); their dimensions name the model once it is loaded."""
     if not settings.metrics:
+        metrics.off()
         return None
 
     def loaded():

@@ -167,8 +167,7 @@ def log(record: dict, status: int) -> None:
     metrics.request(metrics.RequestDone(
         route=record.get("route") or "", status=status, error_type=record.get("error_type") or "",
         seconds=record["total_seconds"] or 0.0, first_segment_seconds=record.get("first_segment_seconds"),
-        audio_seconds=record.get("audio_seconds"), realtime_factor=record.get("rtf"),
-        request_id=record.get("request_id") or ""))
+        audio_seconds=record.get("audio_seconds"), realtime_factor=record.get("rtf")))
 
 
 def log_failure(record: dict, exc: BaseException, response: Response) -> Response:

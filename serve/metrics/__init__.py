@@ -69,6 +69,15 @@ def start(config: MetricsConfig, served_by: Callable[[], Optional[tuple[str, str
     return _current
 
 
+def off() -> None:
+    """No outlets in this process (WHISPER_METRICS=off): every event is a no-op."""
+    global _current
+    if _current is not None:
+        _current.stop()
+        _current = None
+    record.install()
+
+
 def worker_gone(pid: int) -> None:
     """In gunicorn's master: a worker exited, its live gauges stop counting."""
     from .registry import worker_gone as gone

@@ -13,8 +13,9 @@ Two kinds of line, both written by one background thread, off the request path:
 
 - one per request: ``Requests``, ``RequestLatency``, ``TimeToFirstSegment``,
   ``AudioSeconds``, ``RealTimeFactor`` (and ``RequestsCancelled`` or
-  ``RequestsTimedOut``), with the request id, route, status and error kind as
-  properties (searchable in Logs Insights, never dimensions);
+  ``RequestsTimedOut``), with the route, status and error kind as properties
+  (searchable in Logs Insights, never dimensions). The request's id is in its
+  own JSON line (``serve.events``) only, so that one line names each id;
 - one per interval per worker (``gauges``): ``QueuedWindows``,
   ``QueuedAudioSeconds`` (the scaling signal), ``LiveSessions``,
   ``WorkerMemory``, ``GPUMemory``, and the values gathered since the last one:
@@ -170,8 +171,7 @@ class EmfOutlet:
 
     def request_context(self, r: RequestDone) -> MetricsContext:
         c = self._context()
-        c.set_property("event", "request")
-        c.set_property("request_id", r.request_id)
+        c.set_property("emf", "request")  # the request's id stays in its own JSON line: one line per id
         c.set_property("route", r.route)
         c.set_property("status", r.status)
         c.set_property("error_type", r.error_type)
@@ -191,7 +191,7 @@ class EmfOutlet:
     def gauge_context(self, s: Optional[Sample]) -> MetricsContext:
         """The gauge line: the sample (None: only what was gathered, sent early), then the gathered values."""
         c = self._context()
-        c.set_property("event", "gauges")
+        c.set_property("emf", "gauges")
         if s is not None:
             c.put_metric("QueuedWindows", s.queued_windows, "Count")
             c.put_metric("QueuedAudioSeconds", s.queued_audio_seconds, "Seconds")

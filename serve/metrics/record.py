@@ -36,7 +36,6 @@ class RequestDone:
     """From submission to the first segment (or to the answer, for one without segments)."""
     audio_seconds: Optional[float] = None
     realtime_factor: Optional[float] = None
-    request_id: str = ""
 
 
 @dataclass(frozen=True)
