@@ -175,14 +175,11 @@ class EmfOutlet:
         c.set_property("route", r.route)
         c.set_property("status", r.status)
         c.set_property("error_type", r.error_type)
-        c.put_metric("Requests", 1, "Count")
-        c.put_metric("RequestLatency", r.seconds, "Seconds")
-        if r.first_segment_seconds is not None:
-            c.put_metric("TimeToFirstSegment", r.first_segment_seconds, "Seconds")
-        if r.audio_seconds is not None:
-            c.put_metric("AudioSeconds", r.audio_seconds, "Seconds")
-        if r.realtime_factor is not None:
-            c.put_metric("RealTimeFactor", r.realtime_factor, "None")
+        _put(c, "Requests", 1, "Count")
+        _put(c, "RequestLatency", r.seconds, "Seconds")
+        _put(c, "TimeToFirstSegment", r.first_segment_seconds, "Seconds")
+        _put(c, "AudioSeconds", r.audio_seconds, "Seconds")
+        _put(c, "RealTimeFactor", r.realtime_factor, "None")
         reason = cancel_reason(r)
         if reason:
             c.put_metric("RequestsTimedOut" if reason == "timeout" else "RequestsCancelled", 1, "Count")
@@ -193,16 +190,14 @@ class EmfOutlet:
         c = self._context()
         c.set_property("emf", "gauges")
         if s is not None:
-            c.put_metric("QueuedWindows", s.queued_windows, "Count")
-            c.put_metric("QueuedAudioSeconds", s.queued_audio_seconds, "Seconds")
-            c.put_metric("LiveSessions", s.live_sessions, "Count")
-            if s.rss_bytes is not None:
-                c.put_metric("WorkerMemory", s.rss_bytes, "Bytes")
-            if s.gpu_memory_bytes is not None:
-                c.put_metric("GPUMemory", s.gpu_memory_bytes, "Bytes")
+            _put(c, "QueuedWindows", s.queued_windows, "Count")
+            _put(c, "QueuedAudioSeconds", s.queued_audio_seconds, "Seconds")
+            _put(c, "LiveSessions", s.live_sessions, "Count")
+            _put(c, "WorkerMemory", s.rss_bytes, "Bytes")
+            _put(c, "GPUMemory", s.gpu_memory_bytes, "Bytes")
             if self._loaded is not None:
-                c.put_metric("ModelLoadTime", self._loaded[0], "Seconds")
-                c.put_metric("WarmupTime", self._loaded[1], "Seconds")
+                _put(c, "ModelLoadTime", self._loaded[0], "Seconds")
+                _put(c, "WarmupTime", self._loaded[1], "Seconds")
             for name, count in self._counts.items():
                 c.put_metric(name, count, "Count")
                 self._counts[name] = 0
@@ -216,3 +211,9 @@ class EmfOutlet:
     def _emit(self, context: MetricsContext) -> None:
         for line in LogSerializer.serialize(context):
             lines_log.info(line)
+
+
+def _put(context: MetricsContext, name: str, value: Optional[float], unit: str) -> None:
+    """A metric in the line, unless there is no value for it (a request without audio has no real-time factor)."""
+    if value is not None:
+        context.put_metric(name, value, unit)

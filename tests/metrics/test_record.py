@@ -86,3 +86,36 @@ def test_a_raising_metric_leaves_the_scheduler_serving(real, tmp_path, raising):
         run.close()
     assert all(texts), texts
     assert {"engine_call", "queue", "decoded"} <= set(raising.calls)
+
+
+class Counting:
+    """An outlet that counts the events it gets."""
+
+    def __init__(self):
+        self.calls: list[str] = []
+
+    def __getattr__(self, name):
+        return lambda *args: self.calls.append(name)
+
+
+def test_a_live_session_that_falls_behind_counts_once_as_lagging():
+    """Its passes held back (a gate), turn after turn: the session is closed for lagging (1013), counted once."""
+    from serve.live.protocol import SessionConfig
+    from serve.live.session import LiveLimits, LiveSession, SessionClosing
+    from tests.live.test_session import Scripted, _audio, _feed
+
+    counting = Counting()
+    record.install(counting)
+    fake = Scripted()
+    fake.gate.clear()
+    session = LiveSession(SessionConfig(turn_detection=None), fake, lambda event: None, LiveLimits(max_pending=2))
+    try:
+        with pytest.raises(SessionClosing) as closing:
+            for _ in range(10):
+                _feed(session, _audio(1))
+                session.commit()
+    finally:
+        session.abort()
+        record.install()
+    assert closing.value.error_code == "session_lagging"
+    assert counting.calls.count("live_lagging") == 1
