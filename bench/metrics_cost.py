@@ -5,8 +5,9 @@ embedded tiny.en on ctranslate2, one worker each), identical but for
 WHISPER_METRICS. Each round sends every short clip to both, one after the
 other, the side that goes first alternating from clip to clip, so that a
 change in the machine's load falls on both sides alike. It prints both
-medians, their ratio, and the spread between rounds of each side's median
-(the noise a difference must exceed to mean anything).
+medians, their ratio, each round's medians, and the median and quartiles
+of the ratio within each pair (the same clip, one right after the other):
+the spread is the noise a difference must exceed to mean anything.
 
     python bench/throughput.py prepare --out .cache/bench-audio     # the audio, once
     python bench/metrics_cost.py --rounds 5
@@ -47,6 +48,8 @@ def measure(manifest: dict, rounds: int, device: str) -> dict:
     short = manifest["short"]
     latencies: dict[str, list[float]] = {"on": [], "off": []}
     per_round: dict[str, list[float]] = {"on": [], "off": []}
+    pairs: list[float] = []
+    """on / off for the same clip, sent one right after the other: the load they met is most alike."""
     with contextlib.ExitStack() as stack:
         urls = {}
         for side in ("on", "off"):
@@ -63,12 +66,15 @@ def measure(manifest: dict, rounds: int, device: str) -> dict:
                 for side in order:
                     seconds, _ = post(urls[side], c["path"])
                     this_round[side].append(seconds)
+                pairs.append(this_round["on"][-1] / this_round["off"][-1])
             for side in this_round:
                 latencies[side] += this_round[side]
                 per_round[side].append(statistics.median(this_round[side]))
     on, off = statistics.median(latencies["on"]), statistics.median(latencies["off"])
     return {"requests_per_side": len(latencies["on"]), "median_ms_on": round(1000 * on, 1),
             "median_ms_off": round(1000 * off, 1), "ratio_on_off": round(on / off, 3),
+            "paired_ratio_median": round(statistics.median(pairs), 3),
+            "paired_ratio_quartiles": [round(q, 3) for q in statistics.quantiles(pairs, n=4)],
             "round_medians_ms_on": [round(1000 * x, 1) for x in per_round["on"]],
             "round_medians_ms_off": [round(1000 * x, 1) for x in per_round["off"]]}
 
@@ -85,7 +91,8 @@ def main() -> None:
     print(f"short clips, {result['requests_per_side']} requests a side, alternated:")
     print(f"  metrics on : median {result['median_ms_on']} ms  (rounds: {result['round_medians_ms_on']})")
     print(f"  metrics off: median {result['median_ms_off']} ms  (rounds: {result['round_medians_ms_off']})")
-    print(f"  on / off   : {result['ratio_on_off']}")
+    print(f"  on / off   : {result['ratio_on_off']} of the medians; per clip pair, median "
+          f"{result['paired_ratio_median']} (quartiles {result['paired_ratio_quartiles']})")
 
 
 if __name__ == "__main__":

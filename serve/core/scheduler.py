@@ -87,6 +87,8 @@ class Scheduler:
         self._cutters: set[threading.Thread] = set()
         self.calls = 0
         """Engine calls started so far (for tests and logs)."""
+        self._waiting = [0, 0]
+        """Windows queued for the engine and their samples, kept as they come and go (the queue gauges)."""
         self.health = Health(config.engine_timeout_s, self._unhealthy)
         metrics.packing(config.packing)
         self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
@@ -135,9 +137,9 @@ class Scheduler:
             if job.finished:
                 return
             job.cancelled.set()
+            self._queue_changed(job.queue, -1)
             job.queue.clear()
             self._forget(job)
-            self._queue_changed()
             job.error = error or CancelledError("the request was given up")
             job.post("error", job.error)
 
@@ -230,16 +232,16 @@ class Scheduler:
                 return
             job.outstanding.add(entry.key)
             (job.queue.appendleft if front else job.queue.append)(entry)
-            self._queue_changed()
+            self._queue_changed([entry], +1)
             self._cond.notify_all()
 
     def _requeue(self, entries: list[Entry]) -> None:
         """Put windows taken for the engine back at the front of their queues, in order, to decode unpacked."""
         with self._cond:
-            for e in sorted(entries, reverse=True):
-                if not e.job.cancelled.is_set():
-                    e.job.queue.appendleft(replace(e, solo=True))
-            self._queue_changed()
+            back = [e for e in sorted(entries, reverse=True) if not e.job.cancelled.is_set()]
+            for e in back:
+                e.job.queue.appendleft(replace(e, solo=True))
+            self._queue_changed(back, +1)
             self._cond.notify_all()
 
     # --- the inference thread -----------------------------------------------------------------
@@ -274,7 +276,7 @@ class Scheduler:
                     break
                 self._cond.wait()
             self.calls += 1
-            self._queue_changed()
+            self._queue_changed(call.entries, -1)
             for job in call.jobs:
                 job.hold()
                 if job.started is None:
@@ -396,14 +398,12 @@ class Scheduler:
         if job in self._jobs:
             self._jobs.remove(job)
 
-    def queue_depth(self) -> tuple[int, int]:
-        """Windows waiting for the engine, and their audio in samples (called with the lock held)."""
-        return (sum(len(job.queue) for job in self._jobs),
-                sum(e.window.length for job in self._jobs for e in job.queue))
-
-    def _queue_changed(self) -> None:
-        """Called with the lock held: the queue gauges follow every change (a sum over the waiting windows)."""
-        metrics.queue(*self.queue_depth())
+    def _queue_changed(self, entries, sign: int) -> None:
+        """Called with the lock held: ``entries`` joined (+1) or left (-1) the queues; the gauges follow.
+        Counted as they move, never summed over every queue: thousands of windows may wait."""
+        self._waiting[0] += sign * len(entries)
+        self._waiting[1] += sign * sum(e.window.length for e in entries)
+        metrics.queue(*self._waiting)
 
 
 def _engine_fault(exc: BaseException) -> BaseException:
