@@ -69,6 +69,10 @@ RUN pip install --index-url "${TORCH_INDEX}" "torch==${TORCH_VERSION}" \
         "simple-websocket==1.1.0" \
         "wsproto==1.3.2" \
         "soxr==1.1.0" \
+        "prometheus-client==0.26.0" \
+        "aws-embedded-metrics==3.5.0" \
+        "aiohttp==3.14.5" \
+        "attrs==26.1.0" \
     && echo /opt/app > "$(python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/whisper-app.pth"
 
 # The project last, into /opt/app (on the venv's path through whisper-app.pth), not

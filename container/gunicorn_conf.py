@@ -28,6 +28,7 @@ import signal
 import gunicorn.util
 
 from serve.http.app import worker_scratch
+from serve.metrics import worker_gone
 from serve.settings import Settings
 
 settings = Settings.from_env()
@@ -73,6 +74,7 @@ logconfig_dict = {
         "gunicorn.access": {"level": "WARNING", "handlers": ["stdout"], "propagate": False},
         # One JSON object per line, nothing around it, so log tools can parse it.
         "serve.events": {"level": "INFO", "handlers": ["events"], "propagate": False},
+        "serve.metrics.emf": {"level": "INFO", "handlers": ["events"], "propagate": False},  # CloudWatch EMF
     },
 }
 
@@ -100,8 +102,9 @@ gunicorn.util.write_error = _json_error  # the workers are forked from this proc
 
 
 def child_exit(server, worker):
-    """A worker ended (killed, crashed or stopped): its requests' files go with it."""
+    """A worker ended (killed, crashed or stopped): its requests' files go with it, and its live gauges."""
     shutil.rmtree(worker_scratch(settings.scratch_dir, worker.pid), ignore_errors=True)
+    worker_gone(worker.pid)
 
 
 def post_worker_init(worker):

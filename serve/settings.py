@@ -280,6 +280,22 @@ class Settings:
         "SAGEMAKER_MODEL_SERVER_TIMEOUT", 3600, integer(1),
         doc="seconds a request may take (async inference allows 3600)")
     log_level: str = setting("WHISPER_LOG_LEVEL", "info", choice(*LOG_LEVELS), doc="the log's level")
+    metrics: bool = setting(
+        "WHISPER_METRICS", True, flag(),
+        doc="record metrics: Prometheus at `GET /metrics` (all workers) and CloudWatch EMF lines in the log (README, "
+            "\"Metrics\"); off: neither")
+    metrics_namespace: str = setting(
+        "WHISPER_METRICS_NAMESPACE", "WhisperSageMaker", text(), doc="the CloudWatch namespace of the EMF lines")
+    metrics_interval_s: float = setting(
+        "WHISPER_METRICS_INTERVAL_S", 60.0, number(0, above=True),
+        doc="how often each worker writes its gauge line (queued windows and audio, memory, batches) and samples "
+            "its memory")
+    metrics_endpoint: str = setting(
+        "WHISPER_METRICS_ENDPOINT", "local", text(),
+        doc="the EMF lines' `EndpointName` dimension (SageMaker does not tell a container its endpoint's name: "
+            "`whisper-deploy` sets it)")
+    metrics_variant: str = setting(
+        "WHISPER_METRICS_VARIANT", "AllTraffic", text(), doc="the EMF lines' `VariantName` dimension")
 
     defaults: TranscribeOptions = field(default_factory=TranscribeOptions)
     """Default transcription options, from WHISPER_<OPTION> (``option_variables()``). A request's parameters
@@ -312,6 +328,11 @@ class Settings:
     @property
     def gunicorn_socket(self) -> Path:
         return self.front_dir / "gunicorn.sock"
+
+    @property
+    def metrics_dir(self) -> Path:
+        """Every worker's Prometheus values (PROMETHEUS_MULTIPROC_DIR), inside the scratch folder: emptied at start."""
+        return self.scratch_dir / "metrics"
 
     def worker_count(self) -> int:
         """Worker processes: SAGEMAKER_MODEL_SERVER_WORKERS, else one per GPU, 1 on CPU."""

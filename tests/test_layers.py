@@ -1,5 +1,7 @@
 """The floors of serve/ import only downwards: http -> live -> core -> (nothing of backends); backends -> core.
 
+``serve/metrics`` is below them all: every floor records events through it, and it knows none of them.
+
 ``serve/core`` owns the engine interface it calls (``core/engine.py``);
 backends implement it. A module of core that named a backend would tie the
 scheduler to an engine, and a loop between floors would make neither
@@ -20,6 +22,7 @@ FORBIDDEN = {
     "live": ("serve.http", "serve.backends", "serve.models", "serve.core.scheduler", "serve.core.runtime"),
     "backends": ("serve.http",),
     "models": ("serve.http", "serve.core.scheduler", "serve.core.runtime"),
+    "metrics": ("serve.http", "serve.core", "serve.live", "serve.backends", "serve.models"),
 }
 """Floor (a folder of serve/) -> what none of its modules may import."""
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from ..errors import ModelNotReadyError, ServiceFaultError
+from ..metrics import record as metrics
 from ..settings import Settings
 from .engine import Engine
 from .options import Options, TranscribeOptions, resolve
@@ -90,12 +91,14 @@ class Runtime:
         try:
             start = time.monotonic()
             backend = self._loader(self.settings)
+            loaded = time.monotonic() - start
             # A WHISPER_* default the model cannot honour would fail every request: fail at start instead.
             resolve(TranscribeOptions(), self.settings.defaults, backend.capabilities)
             scheduler = Scheduler(backend, scheduler_config(self.settings, backend.device.kind), self._on_unhealthy)
             if self.settings.warmup:
                 self._warm_up(scheduler, backend)
             self.load_seconds = time.monotonic() - start
+            metrics.model_loaded(loaded, self.load_seconds - loaded)
         except BaseException as exc:  # noqa: BLE001 - reported by /ping and the log, never swallowed
             self.error = exc
             log.exception("model failed to load; /ping stays 503: %s", exc)

@@ -40,6 +40,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..errors import CancelledError, EngineFaultError, ServiceFaultError, ShuttingDownError, WhisperServeError
+from ..metrics import record as metrics
 from .audio import decode_to_file
 from .batching import Call, next_call
 from .decoding import PROMPT_RESET_TEMPERATURE, decode_with_fallback, is_silence, stopped_at
@@ -89,7 +90,10 @@ class Scheduler:
         self._cutters: set[threading.Thread] = set()
         self.calls = 0
         """Engine calls started so far (for tests and logs)."""
+        self._waiting = [0, 0]
+        """Windows queued for the engine and their samples, kept as they come and go (the queue gauges)."""
         self.health = Health(config.engine_timeout_s, self._unhealthy)
+        metrics.packing(config.packing)
         self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
         self._thread.start()
         # Native engine code running in a daemon thread while the interpreter exits crashes it.
@@ -136,6 +140,7 @@ class Scheduler:
             if job.finished:
                 return
             job.cancelled.set()
+            self._queue_changed(job.queue, -1)
             job.queue.clear()
             self._forget(job)
             job.error = error or CancelledError("the request was given up")
@@ -189,7 +194,9 @@ class Scheduler:
             if job.cancelled.is_set():
                 job.audio._finish(CancelledError("the request was given up"))
                 return
+            started = time.monotonic()
             decode_to_file(job.source, job.audio, self.config.max_audio_seconds, job.cancelled)
+            metrics.decoded(time.monotonic() - started)
         except BaseException as exc:  # noqa: BLE001 - recorded on job.audio; the cutter reports it
             if not job.audio.done:  # the decoder failed before it could say so itself
                 job.audio._finish(exc if isinstance(exc, WhisperServeError) else ServiceFaultError(
@@ -228,14 +235,16 @@ class Scheduler:
                 return
             job.outstanding.add(entry.key)
             (job.queue.appendleft if front else job.queue.append)(entry)
+            self._queue_changed([entry], +1)
             self._cond.notify_all()
 
     def _requeue(self, entries: list[Entry]) -> None:
         """Put windows taken for the engine back at the front of their queues, in order, to decode unpacked."""
         with self._cond:
-            for e in sorted(entries, reverse=True):
-                if not e.job.cancelled.is_set():
-                    e.job.queue.appendleft(replace(e, solo=True))
+            back = [e for e in sorted(entries, reverse=True) if not e.job.cancelled.is_set()]
+            for e in back:
+                e.job.queue.appendleft(replace(e, solo=True))
+            self._queue_changed(back, +1)
             self._cond.notify_all()
 
     # --- the inference thread -----------------------------------------------------------------
@@ -271,6 +280,7 @@ class Scheduler:
                     break
                 self._cond.wait()
             self.calls += 1
+            self._queue_changed(call.entries, -1)
             for job in call.jobs:
                 job.hold()
                 if job.started is None:
@@ -309,11 +319,13 @@ class Scheduler:
         packed = [len(pack) > 1 for pack, _, _ in items]
         prompts = [prompt for _, _, prompt in items] if prompted else None
         self.health.call_started()
+        started = time.monotonic()
         try:
             decoded = decode_with_fallback(self.engine, arrays, options, [not p for p in packed], any(packed),
                                            prompts)
         except Exception as exc:  # noqa: BLE001 - isolate the culprit below
             self.health.call_ended()
+            metrics.engine_call(len(arrays), time.monotonic() - started)
             single = len(items) == 1 and not packed[0]
             self.health.engine_error(exc, single)
             if not self.health.ok:
@@ -333,6 +345,7 @@ class Scheduler:
             return
         self.health.call_ended()
         self.health.succeeded()
+        metrics.engine_call(len(arrays), time.monotonic() - started)
         for (pack, parts, _), audio, d in zip(items, arrays, decoded):
             if len(pack) == 1:
                 self._finish_window(pack[0], audio, d)
@@ -393,6 +406,13 @@ class Scheduler:
     def _forget(self, job: Job) -> None:
         if job in self._jobs:
             self._jobs.remove(job)
+
+    def _queue_changed(self, entries, sign: int) -> None:
+        """Called with the lock held: ``entries`` joined (+1) or left (-1) the queues; the gauges follow.
+        Counted as they move, never summed over every queue: thousands of windows may wait."""
+        self._waiting[0] += sign * len(entries)
+        self._waiting[1] += sign * sum(e.window.length for e in entries)
+        metrics.queue(*self._waiting)
 
 
 def _engine_fault(exc: BaseException) -> BaseException:

@@ -9,7 +9,9 @@ runtime resolves its options and hands it to the scheduler, and the answer is
 rendered in the format the Accept header asks for (``formats``), whole or
 streamed segment by segment (``jobs``, shared with the OpenAI routes). Errors
 are JSON (``errors``). Every request, whatever its outcome, writes one JSON
-line to stdout (``serve.events``) and returns its id in ``X-Request-Id``.
+line to stdout (``serve.events``) and returns its id in ``X-Request-Id``:
+SageMaker's inference id when the caller set one, else one made here.
+``GET /metrics`` answers Prometheus (``serve.metrics``).
 
 With WHISPER_API_KEY set, every route but /ping needs ``Authorization:
 Bearer <key>`` (``require_api_key``), checked before anything else is read.
@@ -20,6 +22,7 @@ from __future__ import annotations
 import hmac
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -31,6 +34,7 @@ from typing import Callable, Optional
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import Unauthorized
 
+from .. import metrics
 from ..backends import load_backend
 from ..core.runtime import Runtime
 from ..settings import Settings
@@ -54,7 +58,10 @@ def create_app(settings: Optional[Settings] = None, runtime: Optional[Runtime] =
     settings = replace(settings, scratch_dir=worker_scratch(settings.scratch_dir, os.getpid()))
     settings.scratch_dir.mkdir(parents=True, exist_ok=True)
     _configure_logging(settings)
+    serving: list[Runtime] = []  # the metrics start first, so that the model's load and warm-up are counted
+    served = _start_metrics(settings, lambda: serving[0] if serving else None)
     runtime = runtime or Runtime(settings, load_backend, on_unhealthy=_exit_later).start()
+    serving.append(runtime)
     limits = Limits.of(settings)
 
     app = Flask("serve")
@@ -64,7 +71,7 @@ def create_app(settings: Optional[Settings] = None, runtime: Optional[Runtime] =
 
     @app.before_request
     def _assign_request_id():
-        g.request_id = uuid.uuid4().hex
+        g.request_id = request_id(request.headers.get(INFERENCE_ID_HEADER))
         g.started = time.monotonic()
 
     if settings.api_key:
@@ -82,6 +89,13 @@ def create_app(settings: Optional[Settings] = None, runtime: Optional[Runtime] =
         except Exception as exc:  # noqa: BLE001 - the reason, as JSON
             return error_response(exc)
         return Response(status=200, mimetype="text/plain")  # empty; Flask's default label is text/html
+
+    @app.get("/metrics")
+    def prometheus_metrics():
+        # Needs the API key when one is set (require_api_key): the figures tell traffic and models
+        if served is None:
+            return Response("metrics are off (WHISPER_METRICS=off)\n", status=404, mimetype="text/plain")
+        return Response(served.render(), status=200, content_type=served.content_type)
 
     @app.get("/execution-parameters")
     def execution_parameters():
@@ -107,6 +121,43 @@ def create_app(settings: Optional[Settings] = None, runtime: Optional[Runtime] =
         return error_response(exc)
 
     return app
+
+
+INFERENCE_ID_HEADER = "X-Amzn-SageMaker-Inference-Id"
+"""What SageMaker forwards when the caller set InvokeEndpoint's InferenceId (1 to 64 characters)."""
+INFERENCE_ID = re.compile(r"[\x21-\x7e][\x20-\x7e]{0,63}")
+
+
+def request_id(inference_id: Optional[str]) -> str:
+    """SageMaker's inference id when the caller set one (so client and log name the request alike), else ours.
+
+    Only what fits a log line and a header is taken: 1 to 64 printable ASCII characters."""
+    if inference_id and INFERENCE_ID.fullmatch(inference_id):
+        return inference_id
+    return uuid.uuid4().hex
+
+
+def _start_metrics(settings: Settings, runtime: Callable[[], Optional[Runtime]]) -> Optional[metrics.Metrics]:
+    """This worker's outlets (WHISPER_METRICS); their dimensions name the model once it is loaded."""
+    if not settings.metrics:
+        metrics.off()
+        return None
+
+    def loaded():
+        served = runtime()
+        return served.backend if served is not None and getattr(served, "ready", False) else None
+
+    def served_by() -> Optional[tuple[str, str]]:
+        backend = loaded()
+        return None if backend is None else (backend.name, backend.model_name)
+
+    def gpu_memory() -> Optional[int]:
+        backend = loaded()
+        return metrics.gpu_memory_used() if backend is not None and backend.device.kind == "cuda" else None
+
+    config = metrics.MetricsConfig(settings.metrics_namespace, settings.metrics_interval_s,
+                                   settings.metrics_endpoint, settings.metrics_variant)
+    return metrics.start(config, served_by, gpu_memory)
 
 
 def _exit_later(reason: str) -> None:

@@ -1,6 +1,6 @@
 """Error kinds -> HTTP statuses, in one table, and the JSON body every error gets.
 
-``{"error": {"type": ..., "message": ...}}``; anything that is not a
+``{"error": {"type": ..., "message": ..., "request_id": ...}}``; anything that is not a
 ``WhisperServeError`` is a 500 whose message carries the request id, logged
 with the traceback. werkzeug's own HTTP errors (404, 405...) keep their status.
 """
@@ -53,6 +53,11 @@ def error_type(exc: BaseException) -> str:
     return "InternalError"
 
 
+def request_id() -> Optional[str]:
+    """The request's id (``app.request_id``), also in its error answers: one request followed from client to log."""
+    return g.get("request_id") if g else None
+
+
 def error_message(exc: BaseException) -> str:
     if isinstance(exc, errors.WhisperServeError):
         return exc.message
@@ -66,7 +71,9 @@ def error_message(exc: BaseException) -> str:
 def error_response(exc: BaseException, body: Optional[Callable[[BaseException, int], dict]] = None) -> Response:
     """The JSON error answer; ``body`` (exception, status) -> the error object, for another API's shape."""
     status = status_of(exc)
-    error = body(exc, status) if body else {"type": error_type(exc), "message": error_message(exc)}
+    # OpenAI's shape (``body``) stays OpenAI's: its clients read the id from X-Request-Id, as from OpenAI's API
+    error = body(exc, status) if body else {"type": error_type(exc), "message": error_message(exc),
+                                            "request_id": request_id()}
     response = Response(json.dumps({"error": error}, ensure_ascii=False), status=status,
                         content_type="application/json")
     retry = getattr(exc, "retry_after_s", None)

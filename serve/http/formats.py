@@ -150,10 +150,10 @@ class StreamWriter:
         return self._line("done", {**summary, "segments": len(t.segments), **extra})
 
     def error(self, exc: BaseException, status: int) -> str:
-        from .errors import error_message, error_type
+        from .errors import error_message, error_type, request_id
 
         return self._line("error", {"error": {"type": error_type(exc), "message": error_message(exc),
-                                              "status": status}})
+                                              "status": status, "request_id": request_id()}})
 
 
 JSON_LINES = StreamWriter("application/jsonlines", sse=False)

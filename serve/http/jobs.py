@@ -28,6 +28,7 @@ from ..core.results import Segment, Transcription
 from ..core.runtime import Runtime
 from ..core.job import Job
 from ..errors import CancelledError
+from ..metrics import record as metrics
 from ..settings import Settings
 from .errors import error_type, status_of
 from .inputs import Invocation, ScratchDir
@@ -83,7 +84,10 @@ class Transcribing:
         that left cancels the job's remaining work. The scratch folder goes when this ends and
         nothing of the scheduler reads it any more (an engine call in flight may still)."""
         try:
-            yield from self.job.events(timeout=self.timeout, poll=self.watch.check)
+            for event in self.job.events(timeout=self.timeout, poll=self.watch.check):
+                if "first_segment_seconds" not in self.record:  # time to first segment (or to an empty answer)
+                    self.record["first_segment_seconds"] = round(time.monotonic() - self.job.submitted, 3)
+                yield event
         except GeneratorExit:  # the reader stopped (client gone mid-stream); after "done", a no-op
             self.runtime.scheduler.cancel(self.job)
             raise
@@ -141,7 +145,7 @@ class Transcribing:
         job = self.job
         processing = round(time.monotonic() - job.submitted, 3)
         extra = {"backend": self.runtime.backend.name, "model": self.runtime.backend.model_name,
-                 "processing_seconds": processing}
+                 "processing_seconds": processing, "request_id": self.record.get("request_id")}
         # The scheduler's engine calls so far: a request whose first call (engine_call) is not above
         # this one's was decoded, at least in part, before this transcription was complete.
         self.record["engine_calls_at_done"] = self.runtime.scheduler.calls
@@ -156,10 +160,14 @@ class Transcribing:
 
 
 def log(record: dict, status: int) -> None:
-    """The request's one JSON line (``serve.events``), whatever its outcome."""
+    """The request's one JSON line (``serve.events``), whatever its outcome, and its metrics (the same figures)."""
     record["status"] = status
     record["total_seconds"] = round(time.monotonic() - g.started, 3) if "started" in g else None
     events_log.info(json.dumps(record))
+    metrics.request(metrics.RequestDone(
+        route=record.get("route") or "", status=status, error_type=record.get("error_type") or "",
+        seconds=record["total_seconds"] or 0.0, first_segment_seconds=record.get("first_segment_seconds"),
+        audio_seconds=record.get("audio_seconds"), realtime_factor=record.get("rtf")))
 
 
 def log_failure(record: dict, exc: BaseException, response: Response) -> Response:

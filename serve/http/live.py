@@ -34,6 +34,7 @@ from ..errors import CancelledError
 from ..live import protocol
 from ..live.audio_in import AudioInput
 from ..live.session import LiveLimits, LiveSession, SessionClosing
+from ..metrics import record as metrics
 from ..settings import Settings
 from .errors import error_type, status_of
 from .inputs import ScratchDir
@@ -82,11 +83,13 @@ class LiveSessions:
                                      f"{len(behind)} live sessions here are behind real time; connect again later")
             session = session_factory()
             self.sessions.add(session)
+            metrics.live_session(len(self.sessions))
             return session
 
     def leave(self, session: LiveSession) -> None:
         with self.lock:
             self.sessions.discard(session)
+            metrics.live_session(len(self.sessions))
 
     def drain(self) -> None:
         """SIGTERM: every session commits its open turn, sends its ``completed`` and closes (1000)."""
@@ -138,9 +141,11 @@ def _serve(ws, settings: Settings, runtime: Runtime, live: LiveSessions, transcr
         runtime.require_ready()
         session = live.admit(lambda: LiveSession(protocol.SessionConfig(), transcribe, out.send, LiveLimits()))
     except SessionClosing as closing:
+        metrics.live_refused()
         _close(out, closing)
         return
     except Exception as exc:  # noqa: BLE001 - not ready, or the engine cannot serve: try again later
+        metrics.live_refused()
         _close(out, SessionClosing(TRY_AGAIN_LATER, "server_not_ready", str(exc)))
         return
     opened = last_heard = time.monotonic()

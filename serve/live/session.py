@@ -31,6 +31,7 @@ import numpy as np
 
 from ..core.options import TranscribeOptions
 from ..core.results import Segment, Transcription
+from ..metrics import record as metrics
 from . import protocol
 from .agreement import Agreement, joined
 from .protocol import SessionConfig
@@ -342,11 +343,15 @@ class LiveSession:
         lag = self.lag_seconds
         pending = sum(p.final for p in self._queue)
         if lag > self.limits.lag_close_s or pending > self.limits.max_pending:
+            if not self._warned:  # a session counts as lagging once, warned or closed for it
+                self._warned = True
+                metrics.live_lagging()
             raise SessionClosing(1013, "session_lagging",
                                  f"this session fell {lag:.0f} s behind real time ({pending} turns waiting): the "
                                  "server is over capacity; reconnect later or to another instance")
         if lag > self.limits.lag_warn_s and not self._warned:
             self._warned = True
+            metrics.live_lagging()
             self._send(protocol.error_event(protocol.ProtocolError(
                 "session_falling_behind",
                 f"transcription is {lag:.0f} s behind this session's audio; past {self.limits.lag_close_s:.0f} s "
