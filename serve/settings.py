@@ -293,7 +293,7 @@ class Settings:
     metrics_endpoint: str = setting(
         "WHISPER_METRICS_ENDPOINT", "local", text(),
         doc="the EMF lines' `EndpointName` dimension (SageMaker does not tell a container its endpoint's name: "
-            "`whisper-deploy` sets it)")
+            "set it on the model, `whisper-deploy create-model ... --env WHISPER_METRICS_ENDPOINT=whisper-rt`)")
     metrics_variant: str = setting(
         "WHISPER_METRICS_VARIANT", "AllTraffic", text(), doc="the EMF lines' `VariantName` dimension")
 
