@@ -183,7 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bench", type=_json_file, help="bench/throughput.py run --json output")
     p.add_argument("--backend", help="its row to use (default: the first)")
     p.add_argument("--live-bench", type=_json_file, help="bench/live.py --json output")
-    p.add_argument("--rtf", type=float, help="audio seconds per wall second of one instance, instead of --bench")
+    p.add_argument("--rtf", type=float, help="audio seconds per wall second of one instance from concurrent "
+                   "clients, instead of --bench")
+    p.add_argument("--file-rtf", type=float, help="the same for one long file alone (default: --bench's, else --rtf)")
     p.add_argument("--live-sessions", type=int, help="live sessions one instance holds, instead of --live-bench")
     p.add_argument("--price-per-hour", type=float, help="hosting $ per instance-hour, instead of the table's")
     p.add_argument("--batch-price-per-hour", type=float,
@@ -308,7 +310,7 @@ def estimate(args) -> str:
         batch = hosting
         notes.append("no batch transform price in the table: the hosting price is used")
     capacity = est.capacity_from_bench(args.bench, args.live_bench, backend=args.backend, rtf=args.rtf,
-                                       live_sessions=args.live_sessions)
+                                       live_sessions=args.live_sessions, file_rtf=args.file_rtf)
     workload = est.Workload(args.audio_hours, args.peak_streams, args.need, args.file_minutes, args.bitrate_kbps)
     assumptions = est.Assumptions(hosting, batch, args.utilization, args.starts_per_month, args.start_minutes,
                                   args.scale_in_minutes)

@@ -107,11 +107,13 @@ class Estimate:
 
 
 def capacity_from_bench(throughput: Optional[dict], live: Optional[list], backend: Optional[str] = None,
-                        rtf: Optional[float] = None, live_sessions: Optional[int] = None) -> Capacity:
+                        rtf: Optional[float] = None, live_sessions: Optional[int] = None,
+                        file_rtf: Optional[float] = None) -> Capacity:
     """Capacity from ``bench/throughput.py run --json`` and ``bench/live.py --json`` output,
-    either or both overridden by a figure (``rtf``, ``live_sessions``) measured elsewhere."""
+    any part overridden by a figure measured elsewhere (``rtf``: short requests from concurrent
+    clients; ``file_rtf``: a long file alone, default ``rtf``; ``live_sessions``)."""
     try:
-        return _capacity(throughput, live, backend, rtf, live_sessions)
+        return _capacity(throughput, live, backend, rtf, live_sessions, file_rtf)
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         if isinstance(error, EstimateError):
             raise
@@ -119,7 +121,7 @@ def capacity_from_bench(throughput: Optional[dict], live: Optional[list], backen
                             f"({type(error).__name__}: {error})") from error
 
 
-def _capacity(throughput, live, backend, rtf, live_sessions) -> Capacity:
+def _capacity(throughput, live, backend, rtf, live_sessions, file_override) -> Capacity:
     device, sources = "unknown", []
     realtime_rtf = file_rtf = rtf
     if throughput is not None:
@@ -132,18 +134,21 @@ def _capacity(throughput, live, backend, rtf, live_sessions) -> Capacity:
         if not servers:
             raise EstimateError(f"the throughput file has no server results for backend {backend!r}")
         server = servers[0]
-        device = str(throughput.get("device", "unknown"))
         loads = {f"{n} clients": float(v) for n, v in server.get("concurrent_rtf", {}).items()}
         loads["one by one"] = float(server["seq_rtf"])
         best = max(loads, key=loads.get)
         if rtf is None:
+            device = str(throughput.get("device", "unknown"))
             realtime_rtf, file_rtf = loads[best], float(server.get("long_rtf") or server["seq_rtf"])
             sources.append(f"bench/throughput.py, {server['backend']} on {device}: {realtime_rtf:.1f} "
                            f"audio s/s at {best}, a long file alone {file_rtf:.1f}")
     if rtf is not None:
-        sources.append(f"--rtf {rtf:g} (short requests and long files alike)")
+        sources.append(f"--rtf {rtf:g}")
     if realtime_rtf is None:
         raise EstimateError("give a throughput bench file (--bench) or --rtf")
+    if file_override is not None:
+        file_rtf = file_override
+        sources.append(f"--file-rtf {file_override:g}")
     if realtime_rtf <= 0 or file_rtf <= 0:
         raise EstimateError("a real-time factor must be above 0")
 
@@ -170,7 +175,8 @@ def _sessions_held(rows: list) -> int:
         by_count[count] = by_count.get(count, True) and int(row["held"]) == count
     held = [count for count, all_held in by_count.items() if all_held]
     if not held:
-        raise EstimateError("in the live file no session count held real time")
+        raise EstimateError("in the live file no session count held real time (one session fell behind: "
+                            "a machine too busy or too small)")
     return max(held)
 
 

@@ -163,7 +163,11 @@ def test_capacity_from_the_bench_files():
     c = est.capacity_from_bench(THROUGHPUT, None, backend="openai")
     assert (c.realtime_rtf, c.file_rtf, c.live_sessions) == (4.2, 10.3, None)
     c = est.capacity_from_bench(THROUGHPUT, LIVE, rtf=120.0, live_sessions=40)
-    assert (c.realtime_rtf, c.file_rtf, c.live_sessions) == (120.0, 120.0, 40)
+    assert (c.realtime_rtf, c.file_rtf, c.live_sessions, c.device) == (120.0, 120.0, 40, "unknown")
+    c = est.capacity_from_bench(THROUGHPUT, None, file_rtf=30.0)
+    assert (c.realtime_rtf, c.file_rtf) == (7.8, 30.0)
+    c = est.capacity_from_bench(None, None, rtf=7.8, file_rtf=21.1)
+    assert (c.realtime_rtf, c.file_rtf, c.device) == (7.8, 21.1, "unknown")
 
 
 @pytest.mark.parametrize("throughput, live, message", [
@@ -231,6 +235,8 @@ def test_a_price_override_and_an_instance_without_a_listed_price(capsys):
     (["--audio-hours", "10000", "--peak-streams", "1", "--rtf", "8"], "13.70 streams on average"),
     (["--audio-hours", "10", "--peak-streams", "1"], "give a throughput bench file (--bench) or --rtf"),
     (["--audio-hours", "10", "--peak-streams", "1", "--rtf", "0"], "a real-time factor must be above 0"),
+    (["--audio-hours", "10", "--peak-streams", "1", "--rtf", "8", "--file-rtf", "-1"],
+     "a real-time factor must be above 0"),
     (["--audio-hours", "10", "--peak-streams", "1", "--rtf", "8", "--utilization", "1.5"], "--utilization"),
     (["--audio-hours", "10", "--peak-streams", "1", "--rtf", "8", "--instance-type", "g5.xlarge"],
      "must look like ml.<family>.<size>"),
