@@ -308,7 +308,8 @@ def report(est: Estimate, workload: Workload, capacity: Capacity, assumptions: A
         best = next(m for m in est.modes if m.mode == est.recommended)
         lines.append(f"Recommendation: {best.mode}, ${best.monthly_usd:,.2f} a month "
                      f"(${best.per_audio_hour:,.3f} per audio hour), the cheapest mode that fits.")
-    lines.append(f"Assumed: real-time autoscaling at {a.utilization:.0%} of capacity, at least 1 instance; "
+    lines.append(f"Assumed: real-time autoscaling that follows the load at {a.utilization:.0%} of capacity, at least "
+                 "1 instance (traffic in bursts bills more); "
                  f"{a.starts_per_month} async scale-ups or batch jobs a month, each billing {a.start_minutes:g} min "
                  f"to start (async also {a.scale_in_minutes:g} min idle before scale-in); streamed responses "
                  f"held to the 6 MB and {limits.REALTIME_RESPONSE_S} s of InvokeEndpoint.")
