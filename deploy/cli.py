@@ -16,7 +16,8 @@ from typing import Optional, Sequence
 from boto3.exceptions import Boto3Error
 from botocore.exceptions import BotoCoreError, ClientError
 
-from . import capacity, flows, limits, monitoring
+from . import capacity, flows, limits, monitoring, prices
+from . import estimate as est
 from . import requests as rq
 from .aws import Executor, PartialFailure, WaitError
 
@@ -32,6 +33,14 @@ def _key_value(text: str) -> tuple[str, str]:
     if not sep:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     return key, value
+
+
+def _json_file(path: str):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError) as error:
+        raise argparse.ArgumentTypeError(f"cannot read {path}: {error}") from error
 
 
 def _wait_flags(poll: float) -> argparse.ArgumentParser:
@@ -212,6 +221,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--delete-outputs", action="store_true",
                    help="also delete the async S3 output/failure prefixes and the transform job's output")
     p.add_argument("--s3-prefix", action="append", default=[], help="another s3:// prefix to empty (repeatable)")
+
+    p = sub.add_parser("estimate", help="monthly cost of a workload in each mode, from bench results; calls nothing",
+                       description="Instances at peak, $ per audio hour and $ a month for real-time, streamed, live, "
+                                   "async and batch transform, from a measured capacity (bench/*.py --json) and the "
+                                   f"dated price table in deploy/prices.py ({prices.REGION} on-demand, read "
+                                   f"{prices.READ_ON}); and hosted APIs' price per audio hour beside them.")
+    p.add_argument("--audio-hours", type=float, required=True, help="audio hours transcribed a month")
+    p.add_argument("--peak-streams", type=float, required=True,
+                   help="concurrent streams at peak, each one audio second per second (live: sessions)")
+    p.add_argument("--need", choices=est.NEEDS, default="interactive",
+                   help="how soon the words are needed: live (as spoken), interactive (seconds after the file, "
+                        "the default), minutes, overnight")
+    p.add_argument("--file-minutes", type=float, default=1.0, help="the longest file sent at once (default 1)")
+    p.add_argument("--bitrate-kbps", type=float, default=64.0,
+                   help="its encoding, for the payload limits (default 64: mp3 or m4a speech; 16 kHz WAV is 256)")
+    p.add_argument("--instance-type", default=DEFAULT_INSTANCE, help=f"default {DEFAULT_INSTANCE}")
+    p.add_argument("--bench", type=_json_file, help="bench/throughput.py run --json output")
+    p.add_argument("--backend", help="its row to use (default: the first)")
+    p.add_argument("--live-bench", type=_json_file, help="bench/live.py --json output")
+    p.add_argument("--rtf", type=float, help="audio seconds per wall second of one instance from concurrent "
+                   "clients, instead of --bench")
+    p.add_argument("--file-rtf", type=float, help="the same for one long file alone (default: --bench's, else --rtf)")
+    p.add_argument("--live-sessions", type=int, help="live sessions one instance holds, instead of --live-bench")
+    p.add_argument("--price-per-hour", type=float, help="hosting $ per instance-hour, instead of the table's")
+    p.add_argument("--batch-price-per-hour", type=float,
+                   help="batch transform $ per instance-hour (default: the table's, else the hosting price)")
+    defaults = est.Assumptions(1.0, 1.0)
+    p.add_argument("--utilization", type=float, default=defaults.utilization,
+                   help=f"share of capacity real-time autoscaling keeps busy (default {defaults.utilization:g})")
+    p.add_argument("--starts-per-month", type=int, default=defaults.starts_per_month,
+                   help=f"async scale-ups from zero, batch jobs (default {defaults.starts_per_month})")
+    p.add_argument("--start-minutes", type=float, default=defaults.start_minutes,
+                   help=f"billed minutes per start before work (default {defaults.start_minutes:g}; not measured)")
+    p.add_argument("--scale-in-minutes", type=float, default=defaults.scale_in_minutes,
+                   help=f"async: billed idle minutes before scale-in (default {defaults.scale_in_minutes:g})")
     return parser
 
 
@@ -346,8 +390,39 @@ def run(args, ex: Executor) -> None:
                       args.s3_prefix, _log)
 
 
+def estimate(args) -> str:
+    """The estimate's report; :class:`deploy.estimate.EstimateError` for inputs it cannot use."""
+    if not limits.INSTANCE_TYPE_PATTERN.match(args.instance_type):
+        raise est.EstimateError(f"--instance-type must look like ml.<family>.<size>, got {args.instance_type!r}")
+    listed = prices.INSTANCES.get(args.instance_type)
+    hosting = args.price_per_hour if args.price_per_hour is not None else (listed.hosting if listed else None)
+    if hosting is None:
+        raise est.EstimateError(f"no {prices.REGION} price for {args.instance_type} in deploy/prices.py "
+                                f"(read {prices.READ_ON}): give --price-per-hour")
+    notes = ["hosting price from --price-per-hour" if args.price_per_hour is not None else
+             f"prices: {prices.REGION} on-demand, read {prices.READ_ON} from {listed.source}"]
+    batch = args.batch_price_per_hour if args.batch_price_per_hour is not None else (listed and listed.batch)
+    if batch is None:
+        batch = hosting
+        notes.append("no batch transform price in the table: the hosting price is used")
+    capacity = est.capacity_from_bench(args.bench, args.live_bench, backend=args.backend, rtf=args.rtf,
+                                       live_sessions=args.live_sessions, file_rtf=args.file_rtf)
+    workload = est.Workload(args.audio_hours, args.peak_streams, args.need, args.file_minutes, args.bitrate_kbps)
+    assumptions = est.Assumptions(hosting, batch, args.utilization, args.starts_per_month, args.start_minutes,
+                                  args.scale_in_minutes)
+    result = est.estimate(workload, capacity, assumptions)
+    return est.report(result, workload, capacity, assumptions, args.instance_type, notes)
+
+
 def main(argv: Optional[Sequence[str]] = None, executor: Optional[Executor] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "estimate":  # arithmetic only: no session, no credentials, nothing sent
+        try:
+            print(estimate(args))
+        except est.EstimateError as error:
+            parser.error(f"estimate: {error}")
+        return 0
     ex = executor or Executor(region=args.region, dry_run=args.dry_run)
     try:
         run(args, ex)

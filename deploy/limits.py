@@ -56,6 +56,7 @@ STARTUP_TIMEOUT_RANGE = (60, 3600)  # ContainerStartupHealthCheckTimeoutInSecond
 DOWNLOAD_TIMEOUT_RANGE = (60, 3600)  # ModelDataDownloadTimeoutInSeconds
 ASYNC_MAX_CONCURRENT_RANGE = (1, 1000)  # AsyncInferenceClientConfig.MaxConcurrentInvocationsPerInstance
 REALTIME_PAYLOAD_MAX = 6 * 1024 * 1024  # InvokeEndpoint Body (6 MB)
+REALTIME_RESPONSE_S = 60  # InvokeEndpoint: "containers must respond to requests within 60 seconds"
 ASYNC_PAYLOAD_MAX = 1024 ** 3  # InvokeEndpointAsync input object (1 GB)
 HEADER_MAX = 1024  # CustomAttributes, Accept, ContentType
 ASYNC_INVOCATION_TIMEOUT_RANGE = (1, 3600)  # InvokeEndpointAsync InvocationTimeoutSeconds
