@@ -1,5 +1,8 @@
 """The floors of serve/ import only downwards: http -> live -> core -> (nothing of backends); backends -> core.
 
+``serve/diarization`` sits beside the backends: an engine of its own that
+may use core's result types, never the scheduler or the doors.
+
 ``serve/core`` owns the engine interface it calls (``core/engine.py``);
 backends implement it. A module of core that named a backend would tie the
 scheduler to an engine, and a loop between floors would make neither
@@ -20,6 +23,8 @@ FORBIDDEN = {
     "live": ("serve.http", "serve.backends", "serve.models", "serve.core.scheduler", "serve.core.runtime"),
     "backends": ("serve.http",),
     "models": ("serve.http", "serve.core.scheduler", "serve.core.runtime"),
+    "diarization": ("serve.http", "serve.live", "serve.backends", "serve.models", "serve.core.scheduler",
+                    "serve.core.runtime"),
 }
 """Floor (a folder of serve/) -> what none of its modules may import."""
 
