@@ -46,10 +46,12 @@ def test_pyannote_sample(embedder):
     assert score["der"] <= 0.2, score
 
 
-@pytest.mark.parametrize("speakers, seconds, seed", [(2, 75, 11), (3, 90, 12)])
-def test_generated_conversations(embedder, speakers, seconds, seed):
+@pytest.mark.parametrize("speakers, seconds, seed, piece", [(2, 75, 11, 4000), (3, 90, 12, SAMPLE_RATE)])
+def test_generated_conversations(embedder, speakers, seconds, seed, piece):
+    """One Diarizer over the whole stream (fed in 0.25 s or 1 s pieces): a voice keeps one label throughout,
+    or the DER's best mapping of labels to voices would leave much confusion."""
     recording = conversations.conversation(speakers, seconds, seed=seed)
-    score = conversations.score(recording, diarize(embedder, recording.path))
+    score = conversations.score(recording, diarize(embedder, recording.path, piece=piece))
     assert score["found"] == speakers
     assert score["der"] <= 0.1, score
 
@@ -65,19 +67,7 @@ def test_silence_gets_no_speakers(embedder):
 
 
 def test_speaker_counts_are_honoured(embedder):
-    recording = conversations.conversation(2, 75, seed=11)
+    recording = conversations.conversation(2, 40, seed=13)
     assert len({t.speaker for t in diarize(embedder, recording.path, num_speakers=3)}) == 3
     assert len({t.speaker for t in diarize(embedder, recording.path, max_speakers=1)}) == 1
     assert len({t.speaker for t in diarize(embedder, recording.path, min_speakers=3)}) >= 3
-
-
-def test_labels_agree_across_the_stream(embedder):
-    """One Diarizer over the whole audio: a voice keeps its label from the first minute to the last."""
-    recording = conversations.conversation(2, 75, seed=11)
-    got = diarize(embedder, recording.path, piece=4000)
-    first = {}
-    for start, end, who in recording.turns:
-        for t in got:
-            if min(end, t.end) - max(start, t.start) > 0.5 * (end - start):
-                first.setdefault(who, set()).add(t.speaker)
-    assert all(len(labels) == 1 for labels in first.values()) and len(first) == 2
