@@ -30,11 +30,13 @@ MAX_SPEAKERS = 10
 """Speakers looked for when no count is given."""
 MIN_WINDOWS = 6
 """Fewer windows than this (under about 5 s of speech) are one speaker, unless a count is given."""
-NEIGHBOURS = 30
-"""Each row of the affinity keeps a window's nearest neighbours: ``NEIGHBOURS``, but at most a fifth of the
-windows (a few minutes of speech) and at least a fiftieth (SpeechBrain's 2 %, for long files). Fewer on
-short files split a voice in two: its windows' nearest are those next to them in time, which share half
-their audio (a 75 s conversation of two gave four speakers at 2 %, two at 20 %)."""
+SHARES = (0.02, 0.2)
+"""Each row of the affinity keeps a window's nearest neighbours: 2 % of the windows (SpeechBrain's) and,
+separately, 20 % (at most ``MAX_NEIGHBOURS``); of the two counts of speakers they give, the smaller wins.
+Each alone split a voice in two on some file, never both on the same one: 2 % on short files, where a
+window's nearest are those next to it in time, which share half its audio (a 75 s conversation of two
+voices gave four); 20 % on a 6-minute one (three for two)."""
+MAX_NEIGHBOURS = 30
 MIN_NEIGHBOURS = 6
 MIN_CLUSTER_SHARE = 0.02
 """A cluster with less than this share of the clustered windows (and under 3 of them) is noise, not a speaker."""
@@ -75,17 +77,31 @@ def cluster(embeddings: np.ndarray, num_speakers: Optional[int] = None, min_spea
     return np.argmax(embeddings @ centroids.T, axis=1)
 
 
-def neighbours(n: int) -> int:
-    """How many of ``n`` windows each window stays linked to in the affinity (itself included)."""
-    return int(max(MIN_NEIGHBOURS, min(n / 5, max(NEIGHBOURS, n / 50))))
+def neighbours(n: int) -> tuple[int, ...]:
+    """How many of ``n`` windows each window stays linked to in the affinity (itself included), per pruning."""
+    return tuple(sorted({int(max(MIN_NEIGHBOURS, min(share * n, max(MAX_NEIGHBOURS, 0.02 * n))))
+                         for share in SHARES}))
 
 
 def _spectral(x: np.ndarray, low: int, high: int) -> np.ndarray:
     from sklearn.cluster import KMeans
 
-    affinity = x @ x.T
+    similarity = x @ x.T
+    best = None
+    for kept in neighbours(len(x)):
+        k, vectors = _count(similarity.copy(), kept, low, high)
+        if best is None or k < best[0]:
+            best = (k, vectors)
+    k, vectors = best
+    if k == 1:
+        return np.zeros(len(x), int)
+    return KMeans(n_clusters=k, n_init=10, random_state=0).fit_predict(vectors[:, :k])
+
+
+def _count(affinity: np.ndarray, kept: int, low: int, high: int) -> tuple[int, np.ndarray]:
+    """The number of speakers the Laplacian's eigengap shows, within [low, high], and its eigenvectors."""
     n = len(affinity)
-    drop = n - neighbours(n)
+    drop = n - kept
     if drop > 0:  # keep each row's nearest neighbours only
         np.put_along_axis(affinity, np.argpartition(affinity, drop, axis=1)[:, :drop], 0.0, axis=1)
     affinity = np.maximum(0.5 * (affinity + affinity.T), 0.0)
@@ -93,13 +109,9 @@ def _spectral(x: np.ndarray, low: int, high: int) -> np.ndarray:
     laplacian = np.diag(affinity.sum(axis=1)) - affinity
     values, vectors = np.linalg.eigh(laplacian)
     if low == high:
-        k = low
-    else:  # the count the eigenvalues show, brought within the bounds asked for
-        gaps = np.diff(values[: max(high, MAX_SPEAKERS) + 1])
-        k = int(np.clip(np.argmax(gaps) + 1, low, high))
-    if k == 1:
-        return np.zeros(n, int)
-    return KMeans(n_clusters=k, n_init=10, random_state=0).fit_predict(vectors[:, :k])
+        return low, vectors
+    gaps = np.diff(values[: max(high, MAX_SPEAKERS) + 1])  # the count the eigenvalues show, within the bounds
+    return int(np.clip(np.argmax(gaps) + 1, low, high)), vectors
 
 
 def _centroids(x: np.ndarray, labels: np.ndarray) -> np.ndarray:
