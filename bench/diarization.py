@@ -97,6 +97,8 @@ def accuracy(count: int) -> None:
         speakers, seconds = 2 + i % 3, rng.uniform(300, 600)
         recording = conversations.conversation(speakers, round(seconds), seed=100 + i)
         scores.append(row(f"conversation {i + 1}", recording, recording.seconds))
+    if not scores:
+        return
     right = sum(s["found"] == s["speakers"] for s in scores)
     print(f"\nconversations: mean DER {np.mean([s['der'] for s in scores]):.3f}, "
           f"worst {max(s['der'] for s in scores):.3f}, speaker count right in {right} of {len(scores)}")

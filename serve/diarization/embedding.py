@@ -12,8 +12,8 @@ dither, each window's mean removed), come from ``kaldi-native-fbank``
 
 Why CAM++ and not resemblyzer's GE2E (both ship in wheels): on pyannote's
 sample.wav, given the true speech regions and two clusters, CAM++ reached
-DER 0.094 and GE2E 0.129; through our whole pipeline CAM++ reaches 0.082
-(see README, bench/diarization.py). resemblyzer also declares ``webrtcvad``,
+DER 0.094 and GE2E 0.129; through our whole pipeline (its own VAD, no
+speaker count given) CAM++ reaches 0.102 (README, bench/diarization.py). resemblyzer also declares ``webrtcvad``,
 which no longer imports, so it could only be installed without its
 dependencies, which turns the Dockerfile's ``pip check`` red.
 
