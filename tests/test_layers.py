@@ -1,6 +1,8 @@
 """The floors of serve/ import only downwards: http -> live -> core -> (nothing of backends); backends -> core.
 
 ``serve/metrics`` is below them all: every floor records events through it, and it knows none of them.
+``serve/diarization`` sits beside the backends: an engine of its own that
+may use core's result types, never the scheduler or the doors.
 
 ``serve/core`` owns the engine interface it calls (``core/engine.py``);
 backends implement it. A module of core that named a backend would tie the
@@ -22,7 +24,9 @@ FORBIDDEN = {
     "live": ("serve.http", "serve.backends", "serve.models", "serve.core.scheduler", "serve.core.runtime"),
     "backends": ("serve.http",),
     "models": ("serve.http", "serve.core.scheduler", "serve.core.runtime"),
-    "metrics": ("serve.http", "serve.core", "serve.live", "serve.backends", "serve.models"),
+    "metrics": ("serve.http", "serve.core", "serve.live", "serve.backends", "serve.models", "serve.diarization"),
+    "diarization": ("serve.http", "serve.live", "serve.backends", "serve.models", "serve.core.scheduler",
+                    "serve.core.runtime"),
 }
 """Floor (a folder of serve/) -> what none of its modules may import."""
 

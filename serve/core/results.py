@@ -17,6 +17,8 @@ class Word:
     end: float
     word: str
     probability: Optional[float] = None
+    speaker: Optional[str] = None
+    """``SPEAKER_00``... when the request asked for diarization."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,8 @@ class Segment:
     compression_ratio: Optional[float] = None
     temperature: Optional[float] = None
     words: Optional[tuple[Word, ...]] = None
+    speaker: Optional[str] = None
+    """``SPEAKER_00``... when the request asked for diarization: one voice per segment."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,7 @@ class Transcription:
         }
         words = self.words
         if words is not None:
-            out["words"] = [asdict(w) for w in words]
+            out["words"] = [word_dict(w) for w in words]
         if self.warnings:
             out["warnings"] = list(self.warnings)
         return out
@@ -69,5 +73,15 @@ def segment_dict(segment: Segment) -> dict:
     if segment.words is None:
         out.pop("words")
     else:
-        out["words"] = [asdict(w) for w in segment.words]
+        out["words"] = [word_dict(w) for w in segment.words]
+    if segment.speaker is None:
+        out.pop("speaker")
+    return out
+
+
+def word_dict(word: Word) -> dict:
+    """A word as JSON; ``speaker`` only when diarized, so undiarized answers keep their shape."""
+    out = asdict(word)
+    if word.speaker is None:
+        out.pop("speaker")
     return out

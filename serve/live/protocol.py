@@ -20,11 +20,11 @@ import base64
 import binascii
 import json
 import secrets
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from ..core.options import TranscribeOptions, as_bool, as_float, as_int, normalize_name, parse_options
-from ..core.results import Segment
+from ..core.results import Segment, word_dict
 from ..errors import (AudioDecodeError, InvalidParameterError, InvalidRequestError, NotAcceptableError,
                       PayloadTooLargeError, WhisperServeError)
 
@@ -561,5 +561,5 @@ def _segment_json(segment: Union[Segment, Mapping]) -> dict:
         return dict(segment)
     out: dict[str, Any] = {"start": segment.start, "end": segment.end, "text": segment.text}
     if segment.words is not None:
-        out["words"] = [asdict(w) for w in segment.words]
+        out["words"] = [word_dict(w) for w in segment.words]
     return out

@@ -1,0 +1,100 @@
+"""Diarize one stream of audio: speech regions and their embeddings as the audio arrives, speaker turns at the end.
+
+``Diarizer.feed`` takes 16 kHz float32 audio in pieces of any size: the VAD
+(regions.py) hands over each region of speech once it has ended, and its
+windows are embedded at once (embedding.py), so only the embeddings are kept:
+768 bytes per ``STEP_S`` of speech, 3.7 MB for an hour. ``finish`` clusters
+them (clustering.py, a bounded matrix) and turns the windows' labels into
+speaker turns. The whole request's audio goes through one ``Diarizer``, so
+labels agree from the first minute to the last.
+
+Windows are ``WINDOW_S`` (1.5 s) every ``STEP_S`` (0.75 s). Where two windows
+overlap, each owns the half nearest its centre, so a turn changes speaker
+at most ``STEP_S``/2 from where the voice changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from .clustering import cluster
+from .embedding import WINDOW, CamPlusPlus
+from .regions import SAMPLE_RATE, Region, SpeechRegions
+
+STEP_S = 0.75
+STEP = int(STEP_S * SAMPLE_RATE)
+MIN_USABLE = STEP
+"""A window with less real speech than this (a short region's only window) is assigned, not clustered."""
+
+
+@dataclass(frozen=True)
+class SpeakerTurn:
+    """One speaker talking from ``start`` to ``end`` seconds; ``speaker`` numbers voices by first appearance."""
+
+    start: float
+    end: float
+    speaker: int
+
+
+def windows(region: Region) -> list[tuple[int, int]]:
+    """[start, end) sample indices (in the stream) of the windows covering ``region``: every ``STEP``, the last at its end."""
+    if region.end - region.start <= WINDOW:
+        return [(region.start, region.end)]
+    starts = list(range(region.start, region.end - WINDOW, STEP)) + [region.end - WINDOW]
+    return [(s, s + WINDOW) for s in starts]
+
+
+class Diarizer:
+    """Speaker turns of one stream. Not thread-safe: one feeder; ``finish`` once, after the last ``feed``."""
+
+    def __init__(self, embedder: CamPlusPlus, num_speakers: Optional[int] = None,
+                 min_speakers: Optional[int] = None, max_speakers: Optional[int] = None):
+        self._embedder = embedder
+        self._counts = (num_speakers, min_speakers, max_speakers)
+        self._regions = SpeechRegions()
+        self._spans: list[tuple[int, int]] = []
+        """Every window's [start, end) in samples, in stream order."""
+        self._embeddings: list[np.ndarray] = []
+        """One (windows, 192) array per region."""
+
+    def feed(self, samples: np.ndarray) -> None:
+        for region in self._regions.feed(samples):
+            self._embed(region)
+
+    def finish(self) -> list[SpeakerTurn]:
+        for region in self._regions.finish():
+            self._embed(region)
+        if not self._spans:
+            return []
+        spans = np.array(self._spans)
+        usable = spans[:, 1] - spans[:, 0] >= MIN_USABLE
+        labels = cluster(np.concatenate(self._embeddings), *self._counts, usable=usable)
+        return turns(spans, labels)
+
+    def _embed(self, region: Region) -> None:
+        spans = windows(region)
+        self._embeddings.append(self._embedder.embed([region.samples[a - region.start: b - region.start]
+                                                      for a, b in spans]))
+        self._spans += spans
+
+
+def turns(spans: np.ndarray, labels: np.ndarray) -> list[SpeakerTurn]:
+    """Speaker turns from windows' [start, end) samples (in order) and labels, speakers renumbered by first appearance."""
+    order = {}
+    for label in labels:
+        order.setdefault(int(label), len(order))
+    out: list[SpeakerTurn] = []
+    for i, ((start, end), label) in enumerate(zip(spans, labels)):
+        if i > 0 and spans[i - 1][1] > start:  # overlapping the previous window: the later half is this one's
+            start = (start + spans[i - 1][1]) // 2
+        if i + 1 < len(spans) and spans[i + 1][0] < end:
+            end = (end + spans[i + 1][0]) // 2
+        speaker = order[int(label)]
+        if out and out[-1].speaker == speaker and out[-1].end >= start / SAMPLE_RATE:
+            out[-1] = SpeakerTurn(out[-1].start, end / SAMPLE_RATE, speaker)
+        else:
+            out.append(SpeakerTurn(start / SAMPLE_RATE, end / SAMPLE_RATE, speaker))
+    return out
