@@ -91,6 +91,8 @@ class _Pass:
     samples: np.ndarray
     final: bool
     queued: float = field(default_factory=time.monotonic)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    """Set when the session ends, or (an interim pass) when its turn ends: the last pass supersedes it."""
 
 
 class LiveSession:
@@ -209,6 +211,8 @@ class LiveSession:
             self._stopping = True
             self._queue.clear()
             self._cancelled.set()
+            if self._running is not None:
+                self._running.cancelled.set()
             self._cond.notify_all()
 
     # --- turns -------------------------------------------------------------------------------------
@@ -226,6 +230,9 @@ class LiveSession:
         """The open turn ends at ``end``: committed, and its last pass queued."""
         turn, self._turn = self._turn, None
         self._last_end = end
+        if self._running is not None and self._running.turn is turn and not self._running.final:
+            # Its words would come no sooner than the last pass's, which waits for it: give up its place.
+            self._running.cancelled.set()
         self._send(protocol.committed(turn.item_id, self._previous_item))
         self._previous_item = turn.item_id
         self._queue.append(_Pass(turn, self._samples(turn.start, end), final=True))
@@ -264,7 +271,7 @@ class LiveSession:
             if not (job.final and self.config.segments):
                 options = replace(options, word_timestamps=None)  # times are only sent on ``completed``
             try:
-                result: Optional[Transcription] = self._transcribe(job.samples, options, self._cancelled)
+                result: Optional[Transcription] = self._transcribe(job.samples, options, job.cancelled)
                 error = None
             except Exception as exc:  # noqa: BLE001 - told to the client for a last pass; an interim one is retried
                 result, error = None, exc
@@ -277,7 +284,7 @@ class LiveSession:
 
     def _passed(self, job: _Pass, result: Optional[Transcription], error: Optional[Exception]) -> None:
         turn = job.turn
-        if turn.dropped:
+        if turn.dropped or job.cancelled.is_set():
             return
         if error is not None:
             log.warning("live session %s: a %s pass of %s failed: %s", self.id,

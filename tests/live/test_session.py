@@ -163,6 +163,24 @@ def test_a_session_never_has_two_passes_in_flight(sessions):
     assert fake.most_in_flight == 1
 
 
+def test_a_turns_end_gives_up_its_interim_pass_so_the_last_pass_goes_at_once(sessions):
+    """The interim pass still in the scheduler when its turn ends would only delay the last pass (one pass at a
+    time): it is cancelled, says nothing (no failed event, no delta), and the last pass gives every word."""
+    events, fake = Events(), Scripted()
+    fake.gate.clear()
+    session = _session(sessions, fake, events)
+    _feed(session, _audio(2))
+    wait_until(lambda: fake.in_flight == 1)  # an interim pass, held in the "scheduler"
+    session.commit()
+    wait_until(fake.cancelled_seen.is_set, what="the interim pass cancelled")
+    fake.gate.set()
+    done = events.wait_for(COMPLETED)[0]
+    assert done["transcript"] == " ".join(WORDS[:4])
+    assert fake.calls == [RATE, 2 * RATE], "the interim pass (1 s), then the last pass (2 s)"
+    assert not events.of("conversation.item.input_audio_transcription.failed")
+    assert "".join(e["delta"] for e in events.of(DELTA)) == done["transcript"]
+
+
 def test_silence_gives_no_delta_and_no_text(sessions):
     events, fake = Events(), Scripted(words_per_s=0)
     session = _session(sessions, fake, events)
