@@ -63,12 +63,15 @@ class ServerHandle:
         return {w.pid for m in masters for w in m.children()}
 
     def request_files(self) -> list[str]:
-        """What requests left in the scratch folder (nginx's own folder there holds only its config and socket)."""
+        """What requests left in the scratch folder (nginx's own folder there holds only its config and socket;
+        ``metrics/`` holds the workers' Prometheus files, one set a worker, not a request's)."""
         front = self.tmp_dir / "front"
+        metrics = self.tmp_dir / "metrics"
         found = []
         for path in self.tmp_dir.rglob("*"):
             if path.is_file() and not (path.parent == front and path.name in ("nginx.conf", "nginx.pid",
-                                                                              "gunicorn.sock")):
+                                                                              "gunicorn.sock")) \
+                    and not (path.parent == metrics and path.suffix == ".db"):
                 found.append(str(path.relative_to(self.tmp_dir)))
         return sorted(found)
 
