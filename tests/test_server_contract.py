@@ -172,6 +172,7 @@ def test_ping_is_503_until_the_model_is_loaded(tmp_path):
     class Loaded:
         name, model_name = "fake", "fake-model"
         device = Device("cpu")
+        prompt_per_window = False  # what the scheduler reads of an engine before any request
         capabilities = Capabilities(name, model_name, True, {n: None for n in TranscribeOptions.names()}, {})
 
         def describe(self):
