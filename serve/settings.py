@@ -255,6 +255,11 @@ class Settings:
         doc="request bodies and their decoded audio, one folder per request, removed when it ends; emptied at start "
             "and when a worker dies (use a folder of its own). Run as root, `www-data` (nginx's workers) must get "
             "through the folders above it")
+    diarization: str = setting(
+        "WHISPER_DIARIZATION", "auto", choice("auto", "embedded", "pyannote", "off"),
+        doc="the speaker diarization engine for `diarize=true`: `auto` runs pyannote where the model artifact has a "
+            "`diarization/` folder, else the embedded CAM++ model; `off` refuses `diarize` with a 400. Its model "
+            "loads with a worker's first diarized request")
     warmup: bool = setting(
         "WHISPER_WARMUP", True, flag(),
         doc="transcribe a short spoken sentence shipped in the package (and check the words) before `/ping` "

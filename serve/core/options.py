@@ -66,6 +66,21 @@ class TranscribeOptions:
     """Longest segment the audio is cut into for decoding, 1 to 30 s (default 30).
     Cuts fall at pauses (the VAD's, or the quietest moment)."""
 
+    diarize: Optional[bool] = None
+    """Label who speaks: ``speaker`` on every segment (and word), ``SPEAKER_00``, ``SPEAKER_01``... in order
+    of first appearance, and a ``speakers`` list with each one's speaking time. A segment never holds two
+    voices: it is split where the speaker changes. The whole audio is diarized at once, beside its
+    transcription, so the answer cannot be streamed. Default false."""
+
+    num_speakers: Optional[int] = None
+    """With ``diarize``: exactly this many speakers (1-20). Unset: found from the audio."""
+
+    min_speakers: Optional[int] = None
+    """With ``diarize``: at least this many speakers (1-20)."""
+
+    max_speakers: Optional[int] = None
+    """With ``diarize``: at most this many speakers (1-20; 10 when unset)."""
+
     @classmethod
     def names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in fields(cls))
@@ -82,8 +97,13 @@ class TranscribeOptions:
 
 
 BUILT_IN = TranscribeOptions(task="transcribe", temperature=(0.0,), beam_size=1, word_timestamps=False,
-                             vad_filter=True, condition_on_previous_text=False, chunk_length_s=MAX_CHUNK_S)
+                             vad_filter=True, condition_on_previous_text=False, chunk_length_s=MAX_CHUNK_S,
+                             diarize=False)
 """What an option is when neither the request nor a WHISPER_* default sets it."""
+
+SPEAKER_OPTIONS = ("diarize", "num_speakers", "min_speakers", "max_speakers")
+"""Options the server honours beside the engine (serve.diarization), whatever the backend."""
+MAX_SPEAKERS = 20
 
 RETIRED = {
     "batch_size": "batch_size is no longer a request option: the server batches segments of all "
@@ -107,6 +127,15 @@ class DecodeOptions:
 
 
 @dataclass(frozen=True)
+class SpeakerCounts:
+    """How many speakers to look for: exactly ``num``, or between ``low`` and ``high`` (None: found)."""
+
+    num: Optional[int] = None
+    low: Optional[int] = None
+    high: Optional[int] = None
+
+
+@dataclass(frozen=True)
 class Options:
     """A request's options, concrete and checked against the loaded model (see ``resolve``)."""
 
@@ -114,6 +143,11 @@ class Options:
     vad_filter: bool
     condition_on_previous_text: bool
     chunk_length_s: float
+    speakers: Optional[SpeakerCounts] = None
+    """Diarize, looking for this many speakers; None: no diarization."""
+    hide_words: bool = False
+    """Words were decoded only to split segments where the speaker changes (diarization); the
+    request did not ask for them, so the answer leaves them out."""
 
     @property
     def sequential(self) -> bool:
@@ -138,7 +172,7 @@ def resolve(request: TranscribeOptions, defaults: TranscribeOptions, capabilitie
     """The request's options over ``defaults`` over ``BUILT_IN``, checked once. Raises UnsupportedOptionError."""
     explicit = request.merged_over(defaults)
     for name, value in explicit.set_options().items():
-        reason = capabilities.support[name]
+        reason = None if name in SPEAKER_OPTIONS else capabilities.support[name]
         if reason is not None and capabilities.off_values.get(name, object()) != value:
             raise UnsupportedOptionError(f"option {name}={_show(value)} is not supported by the "
                                          f"{capabilities.backend} backend: {reason}", param=name)
@@ -152,11 +186,38 @@ def resolve(request: TranscribeOptions, defaults: TranscribeOptions, capabilitie
             raise UnsupportedOptionError(f"task=translate needs a multilingual model; {where} is English-only",
                                          param="task")
     language = "en" if capabilities.english_only else o.language
+    # Speaker counts without diarize are a mistake where they were given: in this request, or in
+    # defaults that do not diarize. Defaults' counts under a request's diarize=false are simply not used.
+    named = set(request.set_options()) | (set() if defaults.diarize else set(defaults.set_options()))
+    speakers = _speakers(o, named)
+    # A diarized segment is split where its words change speaker, so its words are needed
+    words = o.word_timestamps or (speakers is not None and capabilities.support["word_timestamps"] is None)
     return Options(
         decode=DecodeOptions(language=language, task=o.task, initial_prompt=o.initial_prompt,
-                             temperatures=o.temperature, beam_size=o.beam_size, word_timestamps=o.word_timestamps),
+                             temperatures=o.temperature, beam_size=o.beam_size, word_timestamps=words),
         vad_filter=o.vad_filter, condition_on_previous_text=o.condition_on_previous_text,
-        chunk_length_s=o.chunk_length_s)
+        chunk_length_s=o.chunk_length_s, speakers=speakers, hide_words=words and not o.word_timestamps)
+
+
+def _speakers(o: TranscribeOptions, named: set[str]) -> Optional[SpeakerCounts]:
+    """The speaker counts of a diarized request, checked against each other; None without ``diarize``."""
+    counts = {name: getattr(o, name) for name in SPEAKER_OPTIONS[1:] if getattr(o, name) is not None}
+    if not o.diarize:
+        given = [name for name in counts if name in named]
+        if given:
+            name = given[0]
+            raise InvalidParameterError(f"{name} needs diarize=true (it says how many speakers to label)", param=name)
+        return None
+    if o.min_speakers and o.max_speakers and o.min_speakers > o.max_speakers:
+        raise InvalidParameterError(f"min_speakers ({o.min_speakers}) is above max_speakers ({o.max_speakers})",
+                                    param="min_speakers")
+    if o.num_speakers:
+        for name in ("min_speakers", "max_speakers"):
+            bound = counts.get(name)
+            if bound and (o.num_speakers < bound if name == "min_speakers" else o.num_speakers > bound):
+                raise InvalidParameterError(f"num_speakers ({o.num_speakers}) contradicts {name} ({bound}); "
+                                            "give num_speakers alone, or a range", param="num_speakers")
+    return SpeakerCounts(num=o.num_speakers, low=o.min_speakers, high=o.max_speakers)
 
 
 def _show(value) -> str:
@@ -261,6 +322,10 @@ _PARSERS: dict[str, Parser] = {
     "vad_filter": lambda v: as_bool("vad_filter", v),
     "condition_on_previous_text": lambda v: as_bool("condition_on_previous_text", v),
     "chunk_length_s": lambda v: as_float("chunk_length_s", v, 1.0, MAX_CHUNK_S),
+    "diarize": lambda v: as_bool("diarize", v),
+    "num_speakers": lambda v: as_int("num_speakers", v, 1, MAX_SPEAKERS),
+    "min_speakers": lambda v: as_int("min_speakers", v, 1, MAX_SPEAKERS),
+    "max_speakers": lambda v: as_int("max_speakers", v, 1, MAX_SPEAKERS),
 }
 assert set(_PARSERS) == set(TranscribeOptions.names()), "every option needs a parser"
 

@@ -46,6 +46,8 @@ class Transcription:
     warnings: tuple[str, ...] = ()
     """What the decoder reported about damaged input (a cut or corrupt file): the
     transcript is what could be decoded. Rendered only when there is something to say."""
+    speakers: Optional[tuple["SpeakerTime", ...]] = None
+    """Who speaks, in order of first appearance, when the request asked for diarization (else None)."""
 
     @property
     def words(self) -> Optional[tuple[Word, ...]]:
@@ -63,9 +65,19 @@ class Transcription:
         words = self.words
         if words is not None:
             out["words"] = [word_dict(w) for w in words]
+        if self.speakers is not None:
+            out["speakers"] = [asdict(s) for s in self.speakers]
         if self.warnings:
             out["warnings"] = list(self.warnings)
         return out
+
+
+@dataclass(frozen=True)
+class SpeakerTime:
+    speaker: str
+    """``SPEAKER_00``..., or the name of a known speaker it matched."""
+    speaking_time: float
+    """Seconds this speaker talks in the audio."""
 
 
 def segment_dict(segment: Segment) -> dict:

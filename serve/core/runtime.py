@@ -151,11 +151,14 @@ class Runtime:
             raise ModelNotReadyError(f"the model failed to load: {self.error}")
         raise ModelNotReadyError("the model is still loading; retry when /ping answers 200")
 
-    def submit(self, source: Path, scratch: Path, options: TranscribeOptions, continuing: bool = False) -> Job:
-        """Resolve the request's options (once) and hand it to the scheduler (``continuing``: see there)."""
-        backend = self.require_ready()
+    def submit(self, source: Path, scratch: Path, options: TranscribeOptions | Options,
+               continuing: bool = False) -> Job:
+        """Resolve the request's options (once, unless ``resolve`` did) and hand it to the scheduler
+        (``continuing``: see there)."""
+        self.require_ready()
         assert self.scheduler is not None
-        return self.scheduler.submit(source, scratch, self.resolve(options), continuing)
+        resolved = options if isinstance(options, Options) else self.resolve(options)
+        return self.scheduler.submit(source, scratch, resolved, continuing)
 
     def resolve(self, options: TranscribeOptions) -> Options:
         """``options`` over the server's defaults, checked against the loaded model (raises what it refuses)."""

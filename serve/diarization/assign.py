@@ -16,7 +16,7 @@ in the order the voices are first heard.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 from ..core.results import Segment, Word
 from .diarizer import SpeakerTurn
@@ -40,14 +40,17 @@ def speaker_of(start: float, end: float, turns: Sequence[SpeakerTurn]) -> Option
     return min(turns, key=lambda t: max(t.start - end, start - t.end)).speaker
 
 
-def assign(segments: Sequence[Segment], turns: Sequence[SpeakerTurn]) -> tuple[Segment, ...]:
-    """``segments`` with ``speaker`` on each segment and word, split where the words change speaker; ids renumbered."""
+def assign(segments: Sequence[Segment], turns: Sequence[SpeakerTurn],
+           names: Mapping[int, str] = {}) -> tuple[Segment, ...]:
+    """``segments`` with ``speaker`` on each segment and word, split where the words change speaker; ids renumbered.
+
+    ``names``: a speaker's name instead of its ``SPEAKER_nn`` label (known speakers)."""
     out: list[Segment] = []
     for segment in segments:
         if not segment.words:
-            out.append(replace(segment, speaker=_label(speaker_of(segment.start, segment.end, turns))))
+            out.append(replace(segment, speaker=_label(speaker_of(segment.start, segment.end, turns), names)))
             continue
-        words = [replace(w, speaker=_label(speaker_of(w.start, w.end, turns))) for w in segment.words]
+        words = [replace(w, speaker=_label(speaker_of(w.start, w.end, turns), names)) for w in segment.words]
         runs = _runs(words)
         if len(runs) == 1:
             out.append(replace(segment, words=tuple(words), speaker=words[0].speaker))
@@ -59,7 +62,7 @@ def assign(segments: Sequence[Segment], turns: Sequence[SpeakerTurn]) -> tuple[S
     return tuple(replace(s, id=i) for i, s in enumerate(out))
 
 
-def speaking_times(turns: Sequence[SpeakerTurn]) -> dict[str, float]:
+def speaking_times(turns: Sequence[SpeakerTurn], names: Mapping[int, str] = {}) -> dict[str, float]:
     """Each speaker's total speaking time in seconds (overlapping turns of one speaker counted once), by label."""
     times: dict[str, float] = {}
     for speaker in sorted({t.speaker for t in turns}):
@@ -68,12 +71,12 @@ def speaking_times(turns: Sequence[SpeakerTurn]) -> dict[str, float]:
         for start, end in spans:
             total += max(0.0, end - max(start, reach))
             reach = max(reach, end)
-        times[label(speaker)] = round(total, 3)
+        times[_label(speaker, names)] = round(total, 3)
     return times
 
 
-def _label(speaker: Optional[int]) -> Optional[str]:
-    return None if speaker is None else label(speaker)
+def _label(speaker: Optional[int], names: Mapping[int, str] = {}) -> Optional[str]:
+    return None if speaker is None else names.get(speaker) or label(speaker)
 
 
 def _runs(words: list[Word]) -> list[list[Word]]:

@@ -24,26 +24,16 @@ import abc
 import functools
 import importlib.util
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Optional, Protocol
 
 import numpy as np
 
+from ..core.options import SpeakerCounts
 from .diarizer import Diarizer, SpeakerTurn
 
 FOLDER = "diarization"
 """The artifact's folder that holds a pyannote pipeline (its ``config.yaml`` and model files)."""
-CHOICES = ("auto", "embedded", "pyannote", "off")
-
-
-@dataclass(frozen=True)
-class SpeakerCounts:
-    """How many speakers to look for: exactly ``num``, or between ``low`` and ``high`` (None: found)."""
-
-    num: Optional[int] = None
-    low: Optional[int] = None
-    high: Optional[int] = None
 
 
 class Stream(Protocol):
@@ -121,3 +111,9 @@ def choose(setting: str, model_dir: Path, device: str) -> tuple[Optional[Diariza
         return EmbeddedEngine(device), None
     return None, (f"no diarization model: {reason}; or add a pyannote pipeline as a '{FOLDER}/' folder "
                   "to the model artifact (whisper-artifacts add-diarization)")
+
+
+@functools.lru_cache(maxsize=None)
+def served(setting: str, model_dir: Path, device: str) -> tuple[Optional[DiarizationEngine], Optional[str]]:
+    """``choose``, once per worker: the engine (its model loads with the first diarized request)."""
+    return choose(setting, model_dir, device)

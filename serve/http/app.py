@@ -225,6 +225,7 @@ def _invoke(settings: Settings, runtime: Runtime, limits: Limits, record: dict) 
         invocation = read_invocation(request, scratch, limits)
         if invocation.stream or writer is SSE_MARKER:
             streams.append(stream_writer(writer))  # 406 for a format that cannot stream, before any work
+            return replace(invocation, stream=True)
         return invocation
 
     transcribing = Transcribing.start(settings, runtime, record, read)

@@ -49,15 +49,20 @@ def format_timestamp(seconds: float, always_include_hours: bool = False, decimal
 
 
 def _cues(t: Transcription):
-    """(start, end, text) per segment with text; a segment-less result is one cue over the audio."""
+    """(start, end, text, speaker) per segment with text; a segment-less result is one cue over the audio."""
     if not t.segments:
         if t.text.strip():
-            yield 0.0, t.duration, t.text.strip()
+            yield 0.0, t.duration, t.text.strip(), None
         return
     for s in t.segments:
         text = s.text.strip().replace("-->", "->")  # "-->" would end a cue's timing line
         if text:
-            yield s.start, s.end, text
+            yield s.start, s.end, text, s.speaker
+
+
+def _said(text: str, speaker: Optional[str]) -> str:
+    """A cue's text, after ``[SPEAKER_00]: `` when diarized (as WhisperX writes txt and srt)."""
+    return text if speaker is None else f"[{speaker}]: {text}"
 
 
 def render_json(t: Transcription, extra: dict) -> str:
@@ -65,29 +70,39 @@ def render_json(t: Transcription, extra: dict) -> str:
 
 
 def render_text(t: Transcription, extra: dict) -> str:
-    lines = [text for _, _, text in _cues(t)]
+    lines = [_said(text, speaker) for _, _, text, speaker in _cues(t)]
     return "\n".join(lines) + "\n" if lines else ""
 
 
 def render_vtt(t: Transcription, extra: dict) -> str:
+    """WebVTT; a diarized cue is a voice span, ``<v SPEAKER_00>text``, which players show as the speaker."""
     out = ["WEBVTT", ""]
-    for start, end, text in _cues(t):
-        out += [f"{format_timestamp(start)} --> {format_timestamp(end)}", text, ""]
+    for start, end, text, speaker in _cues(t):
+        voice = "" if speaker is None else f"<v {_voice(speaker)}>"
+        out += [f"{format_timestamp(start)} --> {format_timestamp(end)}", voice + text, ""]
     return "\n".join(out)
+
+
+def _voice(speaker: str) -> str:
+    """A voice tag's annotation ends at ``>`` and a line break; a known speaker's name may hold them."""
+    return " ".join(speaker.replace(">", " ").replace("<", " ").replace("&", " and ").split())
 
 
 def render_srt(t: Transcription, extra: dict) -> str:
     out = []
-    for i, (start, end, text) in enumerate(_cues(t), start=1):
+    for i, (start, end, text, speaker) in enumerate(_cues(t), start=1):
         stamp = lambda x: format_timestamp(x, always_include_hours=True, decimal_marker=",")  # noqa: E731
-        out += [str(i), f"{stamp(start)} --> {stamp(end)}", text, ""]
+        out += [str(i), f"{stamp(start)} --> {stamp(end)}", _said(text, speaker), ""]
     return "\n".join(out)
 
 
 def render_tsv(t: Transcription, extra: dict) -> str:
-    """``start<TAB>end<TAB>text`` in integer milliseconds, as whisper's tsv writer."""
-    rows = ["start\tend\ttext"]
-    rows += [f"{round(1000 * start)}\t{round(1000 * end)}\t{text.replace(chr(9), ' ')}" for start, end, text in _cues(t)]
+    """``start<TAB>end<TAB>text`` in integer milliseconds, as whisper's tsv writer; diarized, a ``speaker`` column last."""
+    diarized = t.speakers is not None
+    rows = ["start\tend\ttext" + ("\tspeaker" if diarized else "")]
+    for start, end, text, speaker in _cues(t):
+        row = f"{round(1000 * start)}\t{round(1000 * end)}\t{text.replace(chr(9), ' ')}"
+        rows.append(row + (f"\t{(speaker or '').replace(chr(9), ' ')}" if diarized else ""))
     return "\n".join(rows) + "\n"
 
 

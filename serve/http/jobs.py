@@ -24,10 +24,13 @@ from typing import Callable, Iterator, Optional, Protocol
 
 from flask import Response, g, request, stream_with_context
 
+from ..core.job import Job
+from ..core.options import Options
 from ..core.results import Segment, Transcription
 from ..core.runtime import Runtime
-from ..core.job import Job
-from ..errors import CancelledError
+from ..diarization.engine import DiarizationEngine, served
+from ..diarization.request import Diarizing, Naming, labelled
+from ..errors import CancelledError, InvalidParameterError, UnsupportedOptionError
 from ..metrics import record as metrics
 from ..settings import Settings
 from .errors import error_type, status_of
@@ -51,19 +54,24 @@ class StreamFormat(Protocol):
 class Transcribing:
     """A submitted request: its job, scratch folder, deadline and client, until its answer is complete."""
 
-    def __init__(self, runtime: Runtime, job: Job, scratch: ScratchDir, timeout: float, record: dict):
+    def __init__(self, runtime: Runtime, job: Job, scratch: ScratchDir, timeout: float, record: dict,
+                 speakers: Optional[Diarizing] = None):
         self.runtime = runtime
         self.job = job
         self.scratch = scratch
         self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
         self.record = record
+        self.speakers = speakers
+        """The request's diarization, running beside its transcription (``diarize=true``)."""
         self.watch = ClientWatch(request.environ)
 
     @classmethod
     def start(cls, settings: Settings, runtime: Runtime, record: dict,
-              read: Callable[[Path], Invocation]) -> "Transcribing":
+              read: Callable[[Path], Invocation], naming: Optional[Naming] = None) -> "Transcribing":
         """``read`` turns the body into a file in the given scratch folder; the job is then submitted.
 
+        ``naming`` names the speakers that match known ones (diarized requests only).
         Whatever fails here leaves nothing behind (the scratch folder is removed).
         """
         runtime.require_ready()
@@ -71,13 +79,16 @@ class Transcribing:
         try:
             invocation = read(scratch.path)
             record.update(input=invocation.kind, body_bytes=invocation.body_bytes)
+            options = runtime.resolve(invocation.options)
+            engine = diarization_engine(settings, runtime, options, invocation.stream)
             record["engine_calls_at_submit"] = runtime.scheduler.calls
-            job = runtime.submit(invocation.path, scratch.path, invocation.options)
+            job = runtime.submit(invocation.path, scratch.path, options)
         except BaseException:
             scratch.close()
             raise
+        speakers = Diarizing(job, engine, options.speakers, naming) if engine is not None else None
         remaining = settings.timeout - (time.monotonic() - g.started)
-        return cls(runtime, job, scratch, max(remaining, 1.0), record)
+        return cls(runtime, job, scratch, max(remaining, 1.0), record, speakers)
 
     def events(self) -> Iterator[tuple[str, object]]:
         """The job's events (see ``Job.events``). A reader that stops early, a timeout or a client
@@ -98,12 +109,16 @@ class Transcribing:
             self.job.release(self.scratch.close)
 
     def result(self) -> tuple[Transcription, dict]:
-        """Wait for the whole transcription (logged as a success); with ``_finish``'s fields."""
+        """Wait for the whole transcription (logged as a success); with ``_finish``'s fields.
+
+        A diarized request waits for its speakers too, and gets them laid over its segments."""
         result = None
         for kind, value in self.events():
             if kind == "done":
                 result = value
         assert isinstance(result, Transcription)
+        if self.speakers is not None:
+            result = self._labelled(result)
         extra = self._finish(result)
         log(self.record, 200)
         return result, extra
@@ -140,6 +155,17 @@ class Transcribing:
         response.headers["Cache-Control"] = "no-cache"
         return response
 
+    def _labelled(self, result: Transcription) -> Transcription:
+        assert self.speakers is not None
+        try:
+            turns, names = self.speakers.result(max(self.deadline - time.monotonic(), 0.0), poll=self.watch.check)
+        except BaseException:
+            self.speakers.cancel()  # what raised ends the request: the speakers are no longer needed
+            raise
+        self.record.update(diarization_seconds=round(self.speakers.seconds or 0.0, 3),
+                           speakers=len({t.speaker for t in turns}))
+        return labelled(result, turns, names, hide_words=self.job.options.hide_words)
+
     def _finish(self, result: Transcription) -> dict:
         """Record the result for the log; returns what JSON answers add: who made it, and how long it took."""
         job = self.job
@@ -157,6 +183,21 @@ class Transcribing:
         if result.warnings:
             self.record["warnings"] = list(result.warnings)
         return extra
+
+
+def diarization_engine(settings: Settings, runtime: Runtime, options: Options,
+                       streamed: bool) -> Optional[DiarizationEngine]:
+    """The engine that diarizes this request, or None when it does not ask; a 400 when it cannot be done."""
+    if options.speakers is None:
+        return None
+    if streamed:
+        raise InvalidParameterError("diarize=true cannot be streamed: speakers are known only once the whole audio "
+                                    "is heard; ask without stream=true (and without Accept: text/event-stream)",
+                                    param="diarize")
+    engine, reason = served(settings.diarization, settings.model_dir, runtime.require_ready().device.torch_device)
+    if engine is None:
+        raise UnsupportedOptionError(f"diarize=true cannot be served: {reason}", param="diarize")
+    return engine
 
 
 def log(record: dict, status: int) -> None:

@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 import wave
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Optional
 
 import numpy as np
@@ -192,7 +192,12 @@ def _event(text: str, session: LiveSession, audio_in: AudioInput, runtime: Runti
     event_id, event = protocol.parse_client_event(text, session.config)
     try:
         if isinstance(event, protocol.Update):
-            runtime.resolve(event.config.options)  # what /invocations would refuse, refused now
+            if event.config.options.diarize:
+                raise protocol.ProtocolError("invalid_value", "diarize is not available in live sessions: speakers "
+                                             "are known only once the whole audio is heard; send the recording "
+                                             "to /invocations with diarize=true", "session.whisper.options.diarize")
+            # what /invocations would refuse, refused now (a pass is never diarized: see _transcriber)
+            runtime.resolve(replace(event.config.options, diarize=False))
             if event.config.audio != session.config.audio:
                 audio_in = AudioInput(event.config.audio)
             session.update(event.config)
@@ -248,7 +253,8 @@ def _transcriber(settings: Settings, runtime: Runtime):
                 w.setframerate(16000)
                 w.writeframes(samples.astype("<i2").tobytes())
             calls_at_submit = runtime.scheduler.calls
-            job = runtime.submit(path, scratch.path, options, continuing=True)
+            # a pass is never diarized, whatever the server's defaults say (WHISPER_DIARIZE)
+            job = runtime.submit(path, scratch.path, replace(options, diarize=False), continuing=True)
         except BaseException:
             scratch.close()
             raise

@@ -46,12 +46,13 @@ from .inputs import Invocation, save_file_field
 from .jobs import Transcribing, log_failure
 
 WHISPER_1 = "whisper-1"
-FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
+FORMATS = ("json", "text", "srt", "verbose_json", "vtt", "diarized_json")
 GRANULARITIES = ("segment", "word")
 FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 """OpenAI: "If set to 0, the model will use log probability to automatically increase the
 temperature until certain thresholds are hit" -- Whisper's own fallback schedule."""
-EXTENSIONS = ("beam_size", "vad_filter", "condition_on_previous_text", "chunk_length_s")
+EXTENSIONS = ("beam_size", "vad_filter", "condition_on_previous_text", "chunk_length_s", "diarize", "num_speakers",
+              "min_speakers", "max_speakers")
 """Our options OpenAI has no field for, accepted under their /invocations names."""
 PARAM_NAMES = {"initial_prompt": "prompt", "word_timestamps": "timestamp_granularities", "task": "model"}
 """Option names in errors -> the OpenAI field to blame (a model that cannot translate is the model's fault)."""
@@ -69,7 +70,8 @@ class Route:
 
 
 TRANSCRIPTIONS = Route("transcribe", ("file", "model", "language", "prompt", "response_format", "temperature",
-                                      "timestamp_granularities[]", "stream"))
+                                      "timestamp_granularities[]", "stream", "known_speaker_names[]",
+                                      "known_speaker_references[]"))
 TRANSLATIONS = Route("translate", ("file", "model", "prompt", "response_format", "temperature"))
 
 
@@ -152,6 +154,8 @@ def parse_form(form: MultiDict, route: Route, runtime: Runtime) -> tuple[Transcr
     if response_format not in FORMATS:
         raise FieldError(f"response_format must be one of {', '.join(FORMATS)}, got {response_format!r}",
                          param="response_format")
+    if response_format == "diarized_json" and route is TRANSLATIONS:
+        raise FieldError("response_format=diarized_json is for /v1/audio/transcriptions", param="response_format")
     granularities = tuple(x.strip().lower() for x in form.getlist("timestamp_granularities[]"))
     for item in granularities:
         if item not in GRANULARITIES:
@@ -176,6 +180,11 @@ def parse_form(form: MultiDict, route: Route, runtime: Runtime) -> tuple[Transcr
     if "word" in granularities:
         values["word_timestamps"] = True
     values.update({name: form[name] for name in EXTENSIONS if name in form})
+    if response_format == "diarized_json":
+        if "diarize" in form and not as_bool("diarize", form["diarize"]):
+            raise FieldError("response_format=diarized_json labels speakers: it cannot be diarize=false",
+                             param="diarize")
+        values["diarize"] = True
     options, _ = parse_options(values, source="the form fields")
     return options, Asked(response_format, granularities, stream)
 
@@ -201,6 +210,8 @@ def render(t: Transcription, route: Route, req: Asked) -> Response:
         return Response(render_srt(t, {}), content_type="application/x-subrip; charset=utf-8")
     if fmt == "vtt":
         return Response(render_vtt(t, {}), content_type="text/vtt; charset=utf-8")
+    if fmt == "diarized_json":
+        return Response(json.dumps(diarized(t), ensure_ascii=False), content_type="application/json")
     usage = {"type": "duration", "seconds": t.duration}
     if fmt == "json":
         body: dict = {"text": t.text} if route is TRANSLATIONS else {"text": t.text, "usage": usage}
@@ -219,9 +230,35 @@ def render(t: Transcription, route: Route, req: Asked) -> Response:
 def _segment(s: Segment) -> dict:
     # seek: the segment's start in Whisper's 10 ms frames (windows here are cut per request, not at fixed seeks);
     # tokens: the engines' token ids are not kept.
-    return {"id": s.id, "seek": round(s.start * 100), "start": s.start, "end": s.end, "text": s.text, "tokens": [],
-            "temperature": s.temperature, "avg_logprob": s.avg_logprob,
-            "compression_ratio": s.compression_ratio, "no_speech_prob": s.no_speech_prob}
+    out = {"id": s.id, "seek": round(s.start * 100), "start": s.start, "end": s.end, "text": s.text, "tokens": [],
+           "temperature": s.temperature, "avg_logprob": s.avg_logprob,
+           "compression_ratio": s.compression_ratio, "no_speech_prob": s.no_speech_prob}
+    if s.speaker is not None:  # diarize=true: our extension of verbose_json
+        out["speaker"] = s.speaker
+    return out
+
+
+def diarized(t: Transcription) -> dict:
+    """OpenAI's ``diarized_json``: segments with a speaker each, labelled ``A``, ``B``... as OpenAI labels them
+    (in order of first appearance), or by the known speaker's name they matched."""
+    letters = {s.speaker: _letters(i) for i, s in enumerate(t.speakers or ()) if SPEAKER_LABEL.fullmatch(s.speaker)}
+    return {"task": "transcribe", "duration": t.duration, "text": t.text,
+            "segments": [{"type": "transcript.text.segment", "id": f"seg_{s.id:03d}", "start": s.start, "end": s.end,
+                          "text": s.text, "speaker": letters.get(s.speaker, s.speaker)} for s in t.segments],
+            "usage": {"type": "duration", "seconds": t.duration}}
+
+
+SPEAKER_LABEL = re.compile(r"SPEAKER_\d{2,}")
+
+
+def _letters(i: int) -> str:
+    """0 -> A, 25 -> Z, 26 -> AA: OpenAI's labels for speakers it does not know."""
+    out = ""
+    i += 1
+    while i:
+        i, r = divmod(i - 1, 26)
+        out = chr(65 + r) + out
+    return out
 
 
 @functools.cache
