@@ -35,7 +35,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests import speech
+from tests import conversations, speech
 from tests.server_harness import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -277,7 +277,18 @@ def test_image_serves_the_sagemaker_contract(image, request, source, backend):
             report.append(f"bad input: {status} {error_body['type']}")
         assert requests.get(f"{container.url}/ping", timeout=5).status_code == 200
 
-        # 5. a live session, as SageMaker's bidirectional stream opens it (the image carries the label)
+        # 5. a diarized request: the embedded speaker model's weights are in the image, and run offline
+        talk = conversations.conversation(2, 30, seed=5)
+        response = requests.post(f"{container.url}/invocations", data=talk.path.read_bytes(), timeout=600,
+                                 headers={"Content-Type": "audio/wav",
+                                          "X-Amzn-SageMaker-Custom-Attributes": "diarize=true"})
+        assert response.status_code == 200, response.text
+        diarized = response.json()
+        assert [s["speaker"] for s in diarized["speakers"]] == ["SPEAKER_00", "SPEAKER_01"], diarized["speakers"]
+        assert all(s["speaker"] in ("SPEAKER_00", "SPEAKER_01") for s in diarized["segments"]), diarized
+        report.append(f"diarized: {len(diarized['segments'])} segments, speakers {diarized['speakers']}")
+
+        # 6. a live session, as SageMaker's bidirectional stream opens it (the image carries the label)
         labels = json.loads(_script("labels", timeout=60).stdout)
         assert labels.get("com.amazonaws.sagemaker.capabilities.bidirectional-streaming") == "true", labels
         transcript = _live_session(container, speech.speak(LIVE_SENTENCE, "en-us", "wav"))
@@ -285,7 +296,7 @@ def test_image_serves_the_sagemaker_contract(image, request, source, backend):
         assert error <= MAX_WER, f"live WER {error:.2f}: {transcript!r} for {LIVE_SENTENCE!r}"
         report.append(f"live  (WER {error:.2f}): {transcript}")
 
-        # 6. SIGTERM (podman/docker stop): a clean exit well inside SageMaker's 30 s
+        # 7. SIGTERM (podman/docker stop): a clean exit well inside SageMaker's 30 s
         exit_code, stop_s = container.stop()
         report.append(f"stopped in {stop_s:.1f} s, exit code {exit_code}")
         assert exit_code == 0, f"exit code {exit_code}"

@@ -189,3 +189,20 @@ def test_a_client_that_leaves_mid_diarization_leaves_nothing_behind(server, talk
     assert not server.request_files()
     line = [json.loads(x) for x in server.log().splitlines() if x.startswith('{"event": "invocation"')][-1]
     assert line["status"] == 499 or line.get("error_type") == "Cancelled", line
+
+
+@ctranslate2
+def test_an_async_request_is_diarized(server, talk, tmp_path):
+    """The async endpoint (localmodes, as SageMaker runs it) passes diarize through its custom attributes."""
+    from localmodes import async_endpoint
+    from tests.localmodes.test_async import audio, finished, running_service
+    from tests.localmodes.test_support import wait_until
+
+    with running_service(tmp_path, server.url) as (service, url):
+        async_endpoint.invoke(url, audio(tmp_path, "talk.wav", talk.path.read_bytes()), "whisper-async",
+                              inference_id="talk-1", accept="application/json",
+                              custom_attributes="diarize=true;max_speakers=4")
+        wait_until(lambda: finished(service, 1), 600, "the diarized request")
+    result = json.loads((tmp_path / "out" / "talk-1.out").read_text())
+    assert [s["speaker"] for s in result["speakers"]] == ["SPEAKER_00", "SPEAKER_01"]
+    assert result["segments"] and all(s["speaker"] in ("SPEAKER_00", "SPEAKER_01") for s in result["segments"])

@@ -1,0 +1,160 @@
+"""One request's diarization beside its transcription (serve/diarization/request.py), with faults injected.
+
+A real ``Job`` whose audio ffmpeg decodes into its scratch folder, and stand-in
+engines that record what they were fed, fail, or block: what the request gets
+(turns, a 503, a timeout) and that the job's files are held exactly while read.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from serve.core.audio import decode_to_file
+from serve.core.job import Job
+from serve.core.options import BUILT_IN, Capabilities, SpeakerCounts, TranscribeOptions, resolve
+from serve.core.results import Segment, Transcription, Word
+from serve.diarization.diarizer import SpeakerTurn
+from serve.diarization.engine import DiarizationEngine, choose
+from serve.diarization.request import Diarizing, labelled
+from serve.errors import InvalidParameterError, RequestTimeoutError, ServiceFaultError
+from tests import speech
+
+CAPS = Capabilities("ctranslate2", "tiny.en", True, {n: None for n in TranscribeOptions.names()}, {})
+
+
+class Recording:
+    """A stream that keeps what it is fed; ``fail`` raises at the end, ``gate`` holds ``finish``."""
+
+    def __init__(self, fail: bool = False, gate: threading.Event | None = None):
+        self.fed: list[np.ndarray] = []
+        self.fail = fail
+        self.gate = gate
+        self.finished = False
+
+    def feed(self, samples):
+        self.fed.append(samples)
+
+    def finish(self):
+        if self.gate is not None:
+            self.gate.wait(30)
+        if self.fail:
+            raise RuntimeError("the embedder ran out of memory")
+        self.finished = True
+        return [SpeakerTurn(0.0, 1.0, 0), SpeakerTurn(1.0, 2.0, 1)]
+
+
+class Engine(DiarizationEngine):
+    name = "stand-in"
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def stream(self, counts):
+        return self._stream
+
+
+def job_of(tmp_path, clip) -> Job:
+    options = resolve(TranscribeOptions(diarize=True), TranscribeOptions(), CAPS)
+    job = Job(clip.path, tmp_path, options)
+    return job
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return speech.speak(" ".join(speech.SENTENCES[:4]))
+
+
+def test_the_whole_audio_is_fed_as_it_is_decoded_then_turns_come_back(tmp_path, clip):
+    job = job_of(tmp_path, clip)
+    stream = Recording()
+    diarizing = Diarizing(job, Engine(stream), SpeakerCounts())
+    decode_to_file(clip.path, job.audio)
+    turns, names = diarizing.result(timeout=60)
+    assert [t.speaker for t in turns] == [0, 1] and names == {}
+    fed = np.concatenate(stream.fed)
+    assert len(fed) == job.audio.samples and np.array_equal(fed, job.audio.read(0, job.audio.samples))
+
+
+def test_a_failing_diarization_is_a_503_never_a_transcript_without_speakers(tmp_path, clip):
+    job = job_of(tmp_path, clip)
+    diarizing = Diarizing(job, Engine(Recording(fail=True)), SpeakerCounts())
+    decode_to_file(clip.path, job.audio)
+    with pytest.raises(ServiceFaultError, match="speaker diarization failed: the embedder ran out of memory"):
+        diarizing.result(timeout=60)
+
+
+def test_the_job_files_are_held_while_read_and_let_go_after(tmp_path, clip):
+    job = job_of(tmp_path, clip)
+    gate = threading.Event()
+    diarizing = Diarizing(job, Engine(Recording(gate=gate)), SpeakerCounts())
+    decode_to_file(clip.path, job.audio)
+    removed = threading.Event()
+    job.release(removed.set)  # the reader is done; the diarization still reads
+    assert not removed.wait(0.3), "the files went while the diarization still needed them"
+    gate.set()
+    diarizing.result(timeout=60)
+    assert removed.wait(5)
+
+
+def test_a_cancelled_job_stops_the_reading_and_gives_no_turns(tmp_path, clip):
+    job = job_of(tmp_path, clip)
+    stream = Recording()
+    diarizing = Diarizing(job, Engine(stream), SpeakerCounts())
+    job.cancelled.set()  # before any audio: ffmpeg never writes
+    with pytest.raises(ServiceFaultError, match="stopped before the end"):
+        diarizing.result(timeout=10)
+    assert not stream.finished
+
+
+def test_waiting_past_the_deadline_is_a_timeout_and_polls_the_client(tmp_path, clip):
+    job = job_of(tmp_path, clip)
+    diarizing = Diarizing(job, Engine(Recording()), SpeakerCounts())  # no audio comes: it waits
+    polls = []
+    with pytest.raises(RequestTimeoutError):
+        diarizing.result(timeout=1.2, poll=lambda: polls.append(time.monotonic()))
+    assert polls, "the client was never checked while waiting"
+    diarizing.cancel()
+
+
+def test_labelled_splits_segments_at_speaker_changes_and_hides_words_not_asked_for():
+    words = (Word(0.0, 0.5, " Hello"), Word(0.5, 0.9, " there."), Word(1.2, 1.6, " Hi"), Word(1.6, 1.9, " you."))
+    t = Transcription(" Hello there. Hi you.", "en", 2.0, (Segment(0, 0.0, 1.9, " Hello there. Hi you.", words=words),))
+    turns = [SpeakerTurn(0.0, 1.0, 0), SpeakerTurn(1.0, 2.0, 1)]
+    out = labelled(t, turns, hide_words=True)
+    assert [(s.text, s.speaker, s.words) for s in out.segments] == \
+        [(" Hello there.", "SPEAKER_00", None), (" Hi you.", "SPEAKER_01", None)]
+    assert [(s.speaker, s.speaking_time) for s in out.speakers] == [("SPEAKER_00", 1.0), ("SPEAKER_01", 1.0)]
+    named = labelled(t, turns, {1: "Ada"})
+    assert [s.speaker for s in named.segments] == ["SPEAKER_00", "Ada"] and named.segments[1].words[0].speaker == "Ada"
+    assert labelled(Transcription("", "en", 2.0, ()), []).speakers == ()
+
+
+def test_diarize_decodes_words_to_split_segments_and_says_to_hide_them():
+    o = resolve(TranscribeOptions(diarize=True, min_speakers=2), TranscribeOptions(), CAPS)
+    assert o.speakers == SpeakerCounts(low=2) and o.decode.word_timestamps and o.hide_words
+    asked = resolve(TranscribeOptions(diarize=True, word_timestamps=True), TranscribeOptions(), CAPS)
+    assert asked.decode.word_timestamps and not asked.hide_words
+    assert resolve(TranscribeOptions(), TranscribeOptions(), CAPS).speakers is None
+
+
+def test_speaker_counts_from_the_defaults_follow_the_default_diarize():
+    defaults = TranscribeOptions(diarize=True, num_speakers=2)
+    assert resolve(TranscribeOptions(), defaults, CAPS).speakers == SpeakerCounts(num=2)
+    assert resolve(TranscribeOptions(diarize=False), defaults, CAPS).speakers is None  # a live pass, say
+    with pytest.raises(InvalidParameterError, match="num_speakers needs diarize=true"):
+        resolve(TranscribeOptions(), TranscribeOptions(num_speakers=2), CAPS)  # a server that would never use it
+    assert BUILT_IN.diarize is False
+
+
+def test_choosing_an_engine_says_what_to_add_when_there_is_none(tmp_path, monkeypatch):
+    engine, reason = choose("off", tmp_path, "cpu")
+    assert engine is None and "WHISPER_DIARIZATION=off" in reason
+    engine, reason = choose("auto", tmp_path, "cpu")
+    assert engine is not None and engine.name == "embedded" and reason is None
+    monkeypatch.setattr("serve.diarization.engine.embedded_available", lambda: "the embedded model is missing")
+    engine, reason = choose("auto", tmp_path, "cpu")
+    assert engine is None and "the embedded model is missing" in reason and "diarization/" in reason
