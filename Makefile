@@ -1,8 +1,12 @@
 # The two fresh-machine commands are `make demo` and `make test` (see README).
-.PHONY: setup demo stop serve test test-live image bench lint
+.PHONY: setup pyannote-env demo stop serve test test-live image bench lint
 
 setup:
 	./local_test/setup_env.sh
+
+# .venv-pyannote: CPU torch + pyannote.audio 4, where tests/diarization/test_pyannote.py runs the pyannote engine.
+pyannote-env:
+	./local_test/pyannote_env.sh
 
 # Leaves the server running; `make stop` ends it (that server, and nothing else).
 demo: setup
@@ -16,7 +20,7 @@ serve: setup
 
 # The whole suite, tests/test_image.py included: it builds the image, so the
 # container tools come first (nothing to install where a Docker engine runs).
-test: setup
+test: setup pyannote-env
 	./local_test/image.sh setup
 	.venv/bin/python -m pytest -q
 

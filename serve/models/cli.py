@@ -3,7 +3,8 @@
 - ``save NAME --backend B --out DIR``: download a named model in one backend's layout (needs network).
 - ``import CT2_DIR --to openai|transformers --out DIR``: convert a CTranslate2 model offline, exactly.
 - ``package DIR --out model.tar.gz``: the files at the archive root, as SageMaker extracts them.
-- ``inspect DIR|model.tar.gz``: layout, backend, dimensions and files.
+- ``inspect DIR|model.tar.gz``: layout, backend, dimensions and files, and the diarization folder.
+- ``add-diarization DIR --from PIPELINE_DIR``: a pyannote pipeline into DIR/diarization/ (``diarization.py``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import ArtifactError
+from . import diarization
 from .artifacts import BACKENDS, NAMED_MODELS, Layout, detect_layout, load_json
 
 
@@ -74,35 +76,40 @@ def import_ct2(ct2_dir: Path, to: str, out: Path, dtype: str) -> Layout:
 
 
 def layout_files(layout: Layout) -> tuple[Path, list[Path]]:
-    """(root, files) of a layout: what goes into model.tar.gz."""
+    """(root, files) of a layout: the model's files (the diarization folder is ``diarization.files``)."""
     root = layout.path.parent if layout.backend == "openai" else layout.path
     if layout.backend == "openai":
         from .convert import ALIGNMENT_HEADS_FILE
 
         files = [layout.path] + ([root / ALIGNMENT_HEADS_FILE] if (root / ALIGNMENT_HEADS_FILE).is_file() else [])
     else:
-        files = [p for p in sorted(root.rglob("*")) if p.is_file() and not any(
+        pyannote = set(diarization.files(root))
+        files = [p for p in sorted(root.rglob("*")) if p.is_file() and p not in pyannote and not any(
             part.startswith(".") for part in p.relative_to(root).parts)]
     return root, files
 
 
 def package(model_dir: Path, out: Path) -> tuple[Layout, list[str]]:
-    """Write ``out`` (.tar.gz) with the layout's files at the archive root, as SageMaker extracts it."""
+    """Write ``out`` (.tar.gz) with the layout's files at the archive root, as SageMaker extracts it.
+
+    The diarization folder (``model_dir/diarization/``) goes in as ``diarization/``, where the server looks.
+    """
     layout = detect_layout(model_dir)
     if layout is None:
         raise ArtifactError(f"{model_dir} holds no model to package")
     root, files = layout_files(layout)
+    members = [(path, path.relative_to(root).as_posix()) for path in files]
+    members += [(path, path.relative_to(model_dir).as_posix()) for path in diarization.files(model_dir)]
     out.parent.mkdir(parents=True, exist_ok=True)
     names = []
     with tarfile.open(out, "w:gz") as tar:
-        for path in files:
-            arcname = path.relative_to(root).as_posix()
+        for path, arcname in members:
             tar.add(path, arcname=arcname, recursive=False)
             names.append(arcname)
     return layout, names
 
 
-def _describe(layout: Layout) -> list[str]:
+def _describe(layout: Layout, model_dir: Optional[Path] = None) -> list[str]:
     lines = [f"backend:  {layout.backend}", f"model:    {layout.model_name}", f"path:     {layout.path}",
              f"why:      {layout.reason}"]
     dims = _dims(layout)
@@ -111,7 +118,7 @@ def _describe(layout: Layout) -> list[str]:
     root, files = layout_files(layout)
     lines.append("files:")
     lines += [f"  {p.relative_to(root).as_posix():<32} {_size(p.stat().st_size):>9}" for p in files]
-    return lines
+    return lines + diarization.describe(model_dir or root, _size)
 
 
 def _dims(layout: Layout) -> dict:
@@ -157,11 +164,11 @@ def inspect(path: Path) -> list[str]:
             where = "at the archive root" if layout.path.parent == Path(tmp) or layout.path == Path(tmp) \
                 else f"inside the folder {top[0]}/ (SageMaker will extract it one level down; still accepted)"
             return [f"archive:  {path} ({_size(path.stat().st_size)}, {len(members)} members, model {where})"] \
-                + [line.replace(tmp, "<archive>") for line in _describe(layout)]
+                + [line.replace(tmp, "<archive>") for line in _describe(layout, Path(tmp))]
     layout = detect_layout(path)
     if layout is None:
         raise ArtifactError(f"{path} is empty or missing")
-    return _describe(layout)
+    return _describe(layout, path)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -182,6 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path)
     p = sub.add_parser("inspect", help="describe a model directory or model.tar.gz")
     p.add_argument("path", type=Path)
+    p = sub.add_parser("add-diarization", help="copy a pyannote pipeline folder into the artifact's diarization/")
+    p.add_argument("artifact_dir", type=Path)
+    p.add_argument("--from", dest="source", required=True, type=Path,
+                   help="a pyannote.audio 4 pipeline folder: config.yaml with $model/ paths, and those folders")
+    p.add_argument("--replace", action="store_true", help="overwrite an existing diarization/ folder")
     return parser
 
 
@@ -196,6 +208,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             layout, names = package(args.model_dir, args.out)
             lines = [f"wrote {args.out} ({_size(args.out.stat().st_size)}): {layout.backend} model "
                      f"{layout.model_name}, {len(names)} files at the archive root"]
+        elif args.command == "add-diarization":
+            written = diarization.add(args.artifact_dir, args.source, args.replace)
+            lines = [f"wrote {args.artifact_dir / diarization.FOLDER}: a pyannote pipeline, {len(written)} files "
+                     f"({_size(sum(p.stat().st_size for p in written))})"]
         else:
             lines = inspect(args.path)
     except ArtifactError as exc:
