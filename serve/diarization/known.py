@@ -95,6 +95,8 @@ format is a fraction of that."""
 MAX_REFERENCE_CHARS = 6_000_000
 """One data URL, looked at before it is decoded: ``MAX_REFERENCE_BYTES`` in base64 (5.59 M characters),
 wrapped in 76-character lines (+2.6 %), and its header. A form field must be allowed this size."""
+MAX_FORM_CHARS = MAX_REFERENCE_CHARS + 64 * 1024
+"""The longest text field a form may hold (Flask's MAX_FORM_MEMORY_SIZE): a reference's data URL, with room."""
 MAX_NAME_CHARS = 100
 """A name is "a short identifier (for example customer or agent)" (OpenAI); this bounds what a response repeats."""
 MIN_SPEECH_S = 1.0

@@ -37,6 +37,7 @@ from werkzeug.exceptions import Unauthorized
 from .. import metrics
 from ..backends import load_backend
 from ..core.runtime import Runtime
+from ..diarization import known
 from ..settings import Settings
 from . import live, openai_api
 from .errors import error_response
@@ -67,6 +68,8 @@ def create_app(settings: Optional[Settings] = None, runtime: Optional[Runtime] =
     app = Flask("serve")
     app.request_class = ScratchRequest
     app.config["MAX_CONTENT_LENGTH"] = limits.max_body_bytes  # multipart parsing honours it; raw and JSON are counted
+    # a form's text fields (Flask: 500 kB): known speakers' reference clips come as data URLs in them
+    app.config["MAX_FORM_MEMORY_SIZE"] = known.MAX_FORM_CHARS
     app.extensions["whisper.runtime"] = runtime
 
     @app.before_request

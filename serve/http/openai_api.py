@@ -37,7 +37,10 @@ from werkzeug.datastructures import MultiDict
 from ..core.options import TranscribeOptions, as_bool, as_float, parse_options
 from ..core.results import Segment, Transcription
 from ..core.runtime import Runtime
-from ..errors import InvalidParameterError, InvalidRequestError, ModelNotFoundError
+from ..diarization import known
+from ..diarization.embedding import embedded
+from ..diarization.engine import embedded_available
+from ..errors import InvalidParameterError, InvalidRequestError, ModelNotFoundError, UnsupportedOptionError
 from ..settings import Settings
 from . import errors
 from .errors import error_message, error_type
@@ -118,6 +121,8 @@ def blueprint(settings: Settings, runtime: Runtime) -> Blueprint:
                         "content_type": request.mimetype or None, "accept": request.headers.get("Accept")}
         asked: list[Asked] = []
 
+        references: list[known.Reference] = []
+
         def read(scratch: Path) -> Invocation:
             if request.mimetype != "multipart/form-data":
                 raise InvalidRequestError("send multipart/form-data with the audio in a 'file' field, "
@@ -125,10 +130,16 @@ def blueprint(settings: Settings, runtime: Runtime) -> Blueprint:
             path = save_file_field(request, scratch)
             options, req = parse_form(request.form, route, runtime)
             asked.append(req)
+            references.extend(known_speakers(request.form, options, scratch, runtime))
             return Invocation(path, options, "openai-multipart", path.stat().st_size, req.stream)
 
+        def naming(turns, audio) -> dict[int, str]:
+            if not references:
+                return {}
+            return known.name_speakers(turns, audio.read, references, embedded(runtime.backend.device.torch_device))
+
         try:
-            transcribing = Transcribing.start(settings, runtime, record, read)
+            transcribing = Transcribing.start(settings, runtime, record, read, naming)
             req = asked[0]
             if req.stream:
                 return transcribing.stream(EVENTS)
@@ -187,6 +198,20 @@ def parse_form(form: MultiDict, route: Route, runtime: Runtime) -> tuple[Transcr
         values["diarize"] = True
     options, _ = parse_options(values, source="the form fields")
     return options, Asked(response_format, granularities, stream)
+
+
+def known_speakers(form: MultiDict, options: TranscribeOptions, scratch: Path,
+                   runtime: Runtime) -> list[known.Reference]:
+    """The request's known speakers (checked and decoded), [] without them; only for a diarized request."""
+    if known.NAMES not in form and known.REFERENCES not in form:
+        return []
+    if not options.merged_over(runtime.settings.defaults).diarize:
+        raise FieldError(f"{known.NAMES} and {known.REFERENCES} name the speakers of a diarized transcript: "
+                         "ask for response_format=diarized_json (or diarize=true)", param=known.NAMES)
+    reason = embedded_available()
+    if reason is not None:  # references are matched with the embedded speaker model, whatever the diarizer
+        raise UnsupportedOptionError(f"known speakers cannot be matched: {reason}", param=known.REFERENCES)
+    return known.parse_references(form.getlist(known.NAMES), form.getlist(known.REFERENCES), scratch)
 
 
 def _check_model(model: str, runtime: Runtime) -> None:

@@ -206,3 +206,48 @@ def test_an_async_request_is_diarized(server, talk, tmp_path):
     result = json.loads((tmp_path / "out" / "talk-1.out").read_text())
     assert [s["speaker"] for s in result["speakers"]] == ["SPEAKER_00", "SPEAKER_01"]
     assert result["segments"] and all(s["speaker"] in ("SPEAKER_00", "SPEAKER_01") for s in result["segments"])
+
+
+def _voice_clip(v: int, sentence: str) -> str:
+    import base64
+
+    name, pitch, rate = conversations.VOICES[v]
+    data = speech.speak(sentence, name, speed=rate, pitch=pitch).path.read_bytes()
+    return "data:audio/wav;base64," + base64.b64encode(data).decode()
+
+
+@ctranslate2
+def test_known_speakers_are_named_through_the_official_client(server, talk):
+    """References of other sentences by the conversation's two voices name them; OpenAI's A/B otherwise."""
+    said = " ".join(text for _, text in talk.texts)
+    fresh = [s for s in speech.story_sentences(40, seed=91) if s not in said]
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=600)
+    with open(talk.path, "rb") as f:
+        result = client.audio.transcriptions.create(
+            file=f, model="whisper-1", response_format="diarized_json",
+            known_speaker_names=["bob", "ann"], known_speaker_references=[_voice_clip(1, fresh[0]),
+                                                                          _voice_clip(0, fresh[1])])
+    ours = answer(server, talk, "diarize=true").json()["segments"]
+    first_voice = talk.turns[0][2]  # spk0 speaks first: SPEAKER_00 is VOICES[0], "ann"
+    assert first_voice == "spk0"
+    assert [(s.text, s.speaker) for s in result.segments] == \
+        [(s["text"], {"SPEAKER_00": "ann", "SPEAKER_01": "bob"}[s["speaker"]]) for s in ours]
+
+
+@ctranslate2
+def test_known_speaker_refusals_name_the_field(server, talk):
+    clip = speech.speak(speech.SENTENCES[0])
+    good = _voice_clip(0, speech.SENTENCES[2])
+    for fields, param in [
+        ({"response_format": "json", "known_speaker_names[]": ["ann"], "known_speaker_references[]": [good]},
+         "known_speaker_names[]"),
+        ({"response_format": "diarized_json", "known_speaker_names[]": ["ann", "bob"],
+          "known_speaker_references[]": [good]}, "known_speaker_names[]"),
+        ({"response_format": "diarized_json", "known_speaker_names[]": ["ann"],
+          "known_speaker_references[]": ["data:audio/wav;base64,bm90IGF1ZGlv"]}, "known_speaker_references[]"),
+    ]:
+        with open(clip.path, "rb") as f:
+            r = requests.post(server.url + "/v1/audio/transcriptions", files={"file": ("a.wav", f)}, timeout=60,
+                              data={"model": "whisper-1", **fields})
+        assert r.status_code == 400, (fields, r.text)
+        assert r.json()["error"]["param"] == param, r.json()
