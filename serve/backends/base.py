@@ -39,6 +39,8 @@ class Backend(Engine):
 WINDOW_SAMPLES = 30 * SAMPLE_RATE
 WINDOW_FRAMES = 3000
 """Whisper's input: 30 s of audio, 3000 log-mel frames."""
+HOP_LENGTH = 160
+FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH
 
 
 def padded_log_mel(log_mel: Callable, window):
@@ -64,6 +66,21 @@ def padded_log_mel(log_mel: Callable, window):
     import torch
 
     return torch.cat([mel, silence.expand(*silence.shape[:-1], missing)], dim=-1)
+
+
+def alignment_frames(pieces: Sequence[dict], samples: int) -> int:
+    """Log-mel frames of a window to align its pieces' words against: up to the end of its last piece.
+
+    The pieces' text says nothing of the audio after their end (text the decoder
+    left unfinished is dropped; speech it did not reach is decoded again from
+    there). Aligned against the whole window, a text that covers its first seconds
+    may be placed anywhere in it: the cross-attention alignment (DTW) put
+    "The old captain ..." (0-4 s of a 26.7 s window) at 20-26.6 s.
+    """
+    frames = min(samples // HOP_LENGTH, WINDOW_FRAMES)
+    if pieces:
+        frames = min(frames, max(2, round(max(p["end"] for p in pieces) * FRAMES_PER_SECOND)))
+    return frames
 
 
 def split_by_timestamps(tokens: Sequence[int], timestamp_begin: int,

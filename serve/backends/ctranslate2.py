@@ -17,7 +17,7 @@ import numpy as np
 
 from ..core.engine import Decoded, Device
 from ..core.options import DecodeOptions
-from .base import Backend, decoded_window, padded_log_mel, split_by_timestamps
+from .base import Backend, alignment_frames, decoded_window, padded_log_mel, split_by_timestamps
 
 BEST_OF = 5
 """Samples drawn per window at a temperature above 0 (Whisper's default)."""
@@ -108,7 +108,7 @@ class CTranslate2Backend(Backend):
         if options.word_timestamps and any(pieces_per_window):
             self.model.add_word_timestamps(
                 pieces_per_window, tokenizer, encoder_output,
-                [min(len(w) // self.model.feature_extractor.hop_length, 3000) for w in windows],
+                [alignment_frames(pieces, len(w)) for w, pieces in zip(windows, pieces_per_window)],
                 PREPEND_PUNCTUATIONS, APPEND_PUNCTUATIONS, last_speech_timestamp=0.0)
         out = []
         for window, pieces, (tokens, avg_logprob, no_speech_prob, resume_at, token_logprobs) in zip(

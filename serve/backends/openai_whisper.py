@@ -20,7 +20,7 @@ import numpy as np
 
 from ..core.engine import Decoded, Device
 from ..core.options import DecodeOptions
-from .base import SAMPLE_RATE, Backend, decoded_window, padded_log_mel, split_by_timestamps
+from .base import SAMPLE_RATE, Backend, alignment_frames, decoded_window, padded_log_mel, split_by_timestamps
 
 BEST_OF = 5
 
@@ -89,7 +89,7 @@ class OpenAIWhisperBackend(Backend):
                     p["seek"] = 0
                 with torch.inference_mode():
                     add_word_timestamps(segments=pieces, model=self.model, tokenizer=tokenizer, mel=window_mel,
-                                        num_frames=min(len(window) // 160, mel.shape[-1]),
+                                        num_frames=alignment_frames(pieces, len(window)),
                                         last_speech_timestamp=0.0)
             token_logprobs = self._token_logprobs(audio[i], initial, result.tokens) if scores else None
             out.append(decoded_window(
