@@ -2,6 +2,7 @@
 
     python bench/diarization.py                  # sample.wav, 10 conversations, a 10-minute file's cost
     python bench/diarization.py --hour           # and a 1-hour stream: time and peak memory
+    python bench/diarization.py --cpwer --threads 1   # instead: speaker-attributed WER through the real server
 
 - **Real speech**: pyannote.audio's sample.wav (30 s, two speakers, its
   reference RTTM), with the pipeline's own VAD and no speaker count given.
@@ -15,6 +16,13 @@
   beam 5), both with the same threads (``--threads``), one after the other; the process's
   RSS before and at most while diarizing. With ``--hour``, one hour fed
   in 1 s pieces, as a request's audio streams: time and peak RSS.
+- **cpWER** (``--cpwer``, on its own): the same conversations sent to the
+  real server (tests/server_harness: nginx, gunicorn, tiny.en on
+  ctranslate2) with ``diarize=true``; each speaker's segment texts joined in
+  order against each reference speaker's turns, speakers paired to fewest
+  errors (CHiME-6's concatenated minimum-permutation WER,
+  tests/conversations.cpwer), beside the plain WER of the whole transcript:
+  cpWER - WER is what the speaker labels cost.
 
 Goals (the issue's): DER <= 0.12 on sample.wav with the right count; DER <=
 0.10 and the count right in at least 9 of 10 conversations; diarization <=
@@ -85,18 +93,23 @@ def row(name: str, recording: conversations.Recording, seconds: float) -> dict:
     return s
 
 
+def recordings(count: int):
+    """The benchmark's conversations: (name, recording), 2, 3, 4 voices in turn, 5-10 minutes each."""
+    rng = random.Random(1)
+    for i in range(count):
+        speakers, seconds = 2 + i % 3, rng.uniform(300, 600)
+        yield f"conversation {i + 1}", conversations.conversation(speakers, round(seconds), seed=100 + i)
+
+
 def accuracy(count: int) -> None:
     print("| audio | minutes | speakers | found | DER | DER, overlap skipped | missed / false alarm / confusion "
           "| diarization s |")
     print("|---|---|---|---|---|---|---|---|")
     sample = conversations.pyannote_sample()
     row("pyannote sample.wav", sample, sample.seconds)
-    rng = random.Random(1)
     scores = []
-    for i in range(count):
-        speakers, seconds = 2 + i % 3, rng.uniform(300, 600)
-        recording = conversations.conversation(speakers, round(seconds), seed=100 + i)
-        scores.append(row(f"conversation {i + 1}", recording, recording.seconds))
+    for name, recording in recordings(count):
+        scores.append(row(name, recording, recording.seconds))
     if not scores:
         return
     right = sum(s["found"] == s["speakers"] for s in scores)
@@ -141,15 +154,60 @@ def hour() -> None:
           f"{rss.peak:.0f} MB at most while diarizing")
 
 
+def cpwer(count: int, threads: int) -> None:
+    """Each conversation through the real server with diarize=true: WER, cpWER, speakers found.
+
+    The server's transcription (``WHISPER_CPU_THREADS``) and its diarizer's
+    torch (``OMP_NUM_THREADS``) each get ``threads``.
+    """
+    import requests
+
+    from tests.server_harness import running_server
+
+    items = list(recordings(count))  # generated (or read from the cache) before the server takes the CPUs
+    print("| audio | minutes | speakers | found | WER | cpWER | request s |")
+    print("|---|---|---|---|---|---|---|")
+    scores = []
+    env = {"WHISPER_CPU_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
+    with running_server("ctranslate2", env=env) as server:
+        for name, recording in items:
+            start = time.perf_counter()
+            r = requests.post(server.url + "/invocations", data=recording.path.read_bytes(), timeout=1800,
+                              headers={"Content-Type": "audio/wav", "Accept": "application/json",
+                                       "X-Amzn-SageMaker-Custom-Attributes": "diarize=true"})
+            took = time.perf_counter() - start
+            r.raise_for_status()
+            segments = r.json()["segments"]
+            hypothesis = [(s.get("speaker") or "?", s["text"]) for s in segments]
+            plain = conversations.wer(" ".join(t for _, t in recording.texts), " ".join(t for _, t in hypothesis))
+            s = conversations.cpwer(recording.texts, hypothesis)
+            s.update(wer=plain, speakers=recording.speakers, found=len({sp for sp, _ in hypothesis}))
+            scores.append(s)
+            print(f"| {name} | {recording.seconds / 60:.1f} | {s['speakers']} | {s['found']} | {plain:.3f} "
+                  f"| {s['cpwer']:.3f} | {took:.0f} |", flush=True)
+    if scores:
+        wer, cp = np.mean([s["wer"] for s in scores]), np.mean([s["cpwer"] for s in scores])
+        print(f"\nmean of {len(scores)}: WER {wer:.3f}, cpWER {cp:.3f} (the labels cost {cp - wer:.3f}); "
+              f"pooled: cpWER {sum(s['errors'] for s in scores) / sum(s['words'] for s in scores):.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--conversations", type=int, default=10)
     parser.add_argument("--hour", action="store_true", help="also diarize a 1-hour stream")
+    parser.add_argument("--cpwer", action="store_true",
+                        help="only speaker-attributed WER of the conversations through the real server")
     parser.add_argument("--skip-cost", action="store_true")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
-                        help="CPU threads for both the embedder (torch) and the transcription (default: all, "
+                        help="CPU threads for both the embedder (torch) and the transcription, in-process or "
+                             "the server's with --cpwer (default: all, "
                              "as the server; on a shared, loaded machine 1 measures without the threads fighting)")
     args = parser.parse_args()
+    if args.cpwer:
+        print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; {args.threads} threads\n")
+        cpwer(args.conversations, args.threads)
+        print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
+        return
     import torch
 
     torch.set_num_threads(args.threads)

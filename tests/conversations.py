@@ -7,6 +7,7 @@ reference is each turn's stretches of sound, so a pause inside a turn is not
 speech in it. ``pyannote_sample`` is the real two-speaker recording that the
 pyannote.audio wheel ships (30 s, MIT) with its reference RTTM; the wheel is
 fetched once with pip into ``.cache/`` and only those two files are kept.
+``cpwer`` scores a diarized transcript against a recording's ``texts``.
 Used by tests/diarization and bench/diarization.py.
 """
 
@@ -188,3 +189,55 @@ def score(recording: Recording, turns) -> dict:
             "missed": included["missed detection"] / total, "false_alarm": included["false alarm"] / total,
             "confusion": included["confusion"] / total,
             "speakers": recording.speakers, "found": len({t.speaker for t in turns})}
+
+
+def _errors(reference: str, hypothesis: str) -> int:
+    """Word edits (substitutions, deletions, insertions) turning ``reference`` into ``hypothesis`` (normalised)."""
+    import jiwer
+
+    if not reference.split() or not hypothesis.split():  # jiwer refuses an empty reference
+        return len(reference.split()) + len(hypothesis.split())
+    out = jiwer.process_words(reference, hypothesis)
+    return out.substitutions + out.deletions + out.insertions
+
+
+def cpwer(reference: list[tuple[str, str]], hypothesis: list[tuple[str, str]]) -> dict:
+    """Concatenated minimum-permutation WER (CHiME-6's cpWER) of (speaker, text) pieces, each list in order.
+
+    Each speaker's pieces are joined in order and normalised
+    (``speech.normalize``); the reference and hypothesis speakers are paired
+    one to one (scipy's ``linear_sum_assignment`` on the word errors of each
+    pair) to fewest errors in all. A reference speaker left without a partner
+    counts all its words as deleted, a hypothesis speaker left over all its
+    words as inserted. Returns ``cpwer`` (errors / reference words),
+    ``errors``, ``words`` and ``mapping`` (hypothesis speaker -> reference
+    speaker, for the pairs made).
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    def joined(pieces):
+        texts: dict[str, list[str]] = {}
+        for speaker, text in pieces:
+            texts.setdefault(speaker, []).append(text)
+        return {s: speech.normalize(" ".join(t)) for s, t in texts.items()}
+
+    ref, hyp = joined(reference), joined(hypothesis)
+    ref_names, hyp_names = list(ref), list(hyp)
+    size = max(len(ref_names), len(hyp_names))
+    cost = np.zeros((size, size), dtype=np.int64)  # rows: reference speakers, then none; columns: hypothesis
+    for i in range(size):
+        for j in range(size):
+            r = ref[ref_names[i]] if i < len(ref_names) else ""
+            h = hyp[hyp_names[j]] if j < len(hyp_names) else ""
+            cost[i, j] = _errors(r, h)
+    rows, cols = linear_sum_assignment(cost)
+    errors = int(cost[rows, cols].sum())
+    words = sum(len(t.split()) for t in ref.values())
+    mapping = {hyp_names[j]: ref_names[i] for i, j in zip(rows, cols) if i < len(ref_names) and j < len(hyp_names)}
+    return {"cpwer": errors / max(words, 1), "errors": errors, "words": words, "mapping": mapping}
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    """Plain WER of two whole transcripts after ``speech.normalize``, no speakers (the floor under cpWER)."""
+    r = speech.normalize(reference)
+    return _errors(r, speech.normalize(hypothesis)) / max(len(r.split()), 1)
