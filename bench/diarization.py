@@ -2,6 +2,8 @@
 
     python bench/diarization.py                  # sample.wav, 10 conversations, a 10-minute file's cost
     python bench/diarization.py --hour           # and a 1-hour stream: time and peak memory
+    python bench/diarization.py --cpwer --threads 1   # WER and cpWER of the conversations, real server
+    python bench/diarization.py --server-cost 3  # what diarize=true adds to a request on the real server
     python bench/diarization.py --cpwer --threads 1   # instead: speaker-attributed WER through the real server
 
 - **Real speech**: pyannote.audio's sample.wav (30 s, two speakers, its
@@ -191,6 +193,41 @@ def cpwer(count: int, threads: int) -> None:
               f"pooled: cpWER {sum(s['errors'] for s in scores) / sum(s['words'] for s in scores):.3f}")
 
 
+def server_cost(rounds: int) -> None:
+    """What diarize=true adds to a request on the real server, as deployed (its default threads).
+
+    The first conversation, sent with diarize=false and =true in turn (the order
+    swapped each round, after one request of each to load the speaker model):
+    each request's seconds, and the median of diarized over plain per round.
+    """
+    import requests
+
+    from tests.server_harness import running_server
+
+    name, recording = next(recordings(1))
+    body = recording.path.read_bytes()
+
+    def post(server, diarize: bool) -> float:
+        start = time.perf_counter()
+        r = requests.post(server.url + "/invocations", data=body, timeout=1800,
+                          headers={"Content-Type": "audio/wav",
+                                   "X-Amzn-SageMaker-Custom-Attributes": f"diarize={str(diarize).lower()}"})
+        r.raise_for_status()
+        return time.perf_counter() - start
+
+    with running_server("ctranslate2") as server:
+        post(server, True), post(server, False)  # the speaker model loaded, both paths warm
+        ratios = []
+        for k in range(rounds):
+            order = (False, True) if k % 2 == 0 else (True, False)
+            took = {d: post(server, d) for d in order}
+            ratios.append(took[True] / took[False])
+            print(f"round {k + 1}: plain {took[False]:.1f} s, diarized {took[True]:.1f} s, "
+                  f"x{ratios[-1]:.2f}", flush=True)
+    print(f"{name} ({recording.seconds / 60:.1f} min): diarized / plain, median x{np.median(ratios):.2f} "
+          f"over {rounds} rounds")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--conversations", type=int, default=10)
@@ -198,11 +235,18 @@ def main() -> None:
     parser.add_argument("--cpwer", action="store_true",
                         help="only speaker-attributed WER of the conversations through the real server")
     parser.add_argument("--skip-cost", action="store_true")
+    parser.add_argument("--server-cost", type=int, default=0, metavar="ROUNDS",
+                        help="only what diarize=true adds to a request on the real server, over ROUNDS rounds")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                         help="CPU threads for both the embedder (torch) and the transcription, in-process or "
                              "the server's with --cpwer (default: all, "
                              "as the server; on a shared, loaded machine 1 measures without the threads fighting)")
     args = parser.parse_args()
+    if args.server_cost:
+        print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs\n")
+        server_cost(args.server_cost)
+        print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
+        return
     if args.cpwer:
         print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; {args.threads} threads\n")
         cpwer(args.conversations, args.threads)

@@ -25,7 +25,7 @@ from typing import Optional
 import numpy as np
 
 MAX_CLUSTERED = 1500
-"""Windows clustered directly (18 minutes of speech at 0.75 s a window); the rest join the nearest centroid."""
+"""Windows clustered directly (25 minutes of speech at a window a second); the rest join the nearest centroid."""
 MAX_SPEAKERS = 10
 """Speakers looked for when no count is given."""
 MIN_WINDOWS = 6

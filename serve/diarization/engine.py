@@ -60,8 +60,10 @@ class EmbeddedEngine(DiarizationEngine):
 
     name = "embedded"
 
-    def __init__(self, device: str = "cpu"):
+    def __init__(self, device: str = "cpu", threads: Optional[int] = None):
         self.device = device
+        self.threads = threads
+        """torch's CPU threads, set when the model loads (None: as they are)."""
         self._lock = threading.Lock()
 
     @functools.cached_property
@@ -69,6 +71,10 @@ class EmbeddedEngine(DiarizationEngine):
         from .embedding import embedded
 
         with self._lock:
+            if self.threads:
+                import torch
+
+                torch.set_num_threads(self.threads)
             return embedded(self.device)
 
     def stream(self, counts: SpeakerCounts) -> Stream:
@@ -90,10 +96,14 @@ def embedded_available() -> Optional[str]:
     return None
 
 
-def choose(setting: str, model_dir: Path, device: str) -> tuple[Optional[DiarizationEngine], Optional[str]]:
+def choose(setting: str, model_dir: Path, device: str,
+           torch_free: bool = False) -> tuple[Optional[DiarizationEngine], Optional[str]]:
     """(engine, None), or (None, why diarization is unavailable: what the artifact or image lacks).
 
     ``auto``: pyannote where the artifact has a ``diarization/`` folder, else the embedded model.
+    ``torch_free``: the worker's transcription does not run on torch (ctranslate2), so the embedded
+    model on a CPU may set torch's threads: one, beside the engine's. With both on every core, the
+    two fought: a 6-minute diarized request's engine calls took 31-195 s instead of a few.
     """
     if setting == "off":
         return None, "diarization is off on this server (WHISPER_DIARIZATION=off)"
@@ -108,12 +118,13 @@ def choose(setting: str, model_dir: Path, device: str) -> tuple[Optional[Diariza
             return None, reason
     reason = embedded_available()
     if reason is None:
-        return EmbeddedEngine(device), None
+        return EmbeddedEngine(device, threads=1 if torch_free and device == "cpu" else None), None
     return None, (f"no diarization model: {reason}; or add a pyannote pipeline as a '{FOLDER}/' folder "
                   "to the model artifact (whisper-artifacts add-diarization)")
 
 
 @functools.lru_cache(maxsize=None)
-def served(setting: str, model_dir: Path, device: str) -> tuple[Optional[DiarizationEngine], Optional[str]]:
+def served(setting: str, model_dir: Path, device: str,
+           torch_free: bool = False) -> tuple[Optional[DiarizationEngine], Optional[str]]:
     """``choose``, once per worker: the engine (its model loads with the first diarized request)."""
-    return choose(setting, model_dir, device)
+    return choose(setting, model_dir, device, torch_free)

@@ -194,7 +194,9 @@ def diarization_engine(settings: Settings, runtime: Runtime, options: Options,
         raise InvalidParameterError("diarize=true cannot be streamed: speakers are known only once the whole audio "
                                     "is heard; ask without stream=true (and without Accept: text/event-stream)",
                                     param="diarize")
-    engine, reason = served(settings.diarization, settings.model_dir, runtime.require_ready().device.torch_device)
+    backend = runtime.require_ready()
+    engine, reason = served(settings.diarization, settings.model_dir, backend.device.torch_device,
+                            torch_free=backend.name == "ctranslate2")
     if engine is None:
         raise UnsupportedOptionError(f"diarize=true cannot be served: {reason}", param="diarize")
     return engine

@@ -278,6 +278,8 @@ BAD = {
     "an unknown option": ("text", json.dumps({"type": "session.update", "session": {
         "type": "transcription", "whisper": {"options": {"word_timestamp": True}}}}), None),
     "a wrong session type": ("text", json.dumps({"type": "session.update", "session": {"type": "realtime"}}), None),
+    "diarization asked for": ("text", json.dumps({"type": "session.update", "session": {
+        "type": "transcription", "whisper": {"options": {"diarize": True}}}}), "invalid_value"),
 }
 
 
@@ -290,6 +292,8 @@ def test_every_malformed_input_gets_an_error_event_and_the_session_goes_on(live_
             assert error["message"], name
             if code:
                 assert error["code"] == code, (name, error)
+            if name == "diarization asked for":  # speakers need the whole audio: never in a live session
+                assert error["param"] == "session.whisper.options.diarize" and "live" in error["message"], error
         send_audio(ws, np.concatenate([pcm, silence(1.5)]).tobytes())
         events = events_until(ws, is_type(COMPLETED))
     assert_heard(events[-1]["transcript"], sentence)

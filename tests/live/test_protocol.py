@@ -302,7 +302,9 @@ def test_options_are_refused_with_the_invocations_messages(options):
 def test_every_invocations_option_is_taken():
     options = {"language": "fr", "task": "translate", "initial_prompt": "p", "temperature": [0, 0.2],
                "beam_size": 2, "word_timestamps": "true", "vad_filter": False,
-               "condition_on_previous_text": True, "chunk_length_s": 12}
+               "condition_on_previous_text": True, "chunk_length_s": 12,
+               # taken here as everywhere; the server refuses diarize in a session (tests/live/test_live_server.py)
+               "diarize": False, "num_speakers": 2, "min_speakers": 1, "max_speakers": 3}
     assert set(options) == set(TranscribeOptions.names())
     config = update({"type": "transcription", "whisper": {"options": options}})
     assert config.options == parse_options(options)[0]
