@@ -415,7 +415,8 @@ def test_builders_shapes():
     assert session["audio"]["input"]["transcription"] == {"model": "whisper-1", "language": "en", "prompt": "hi"}
     assert session["whisper"] == {"partials": True, "segments": True, "options": {
         "task": None, "temperature": [0.0, 0.2], "beam_size": None, "word_timestamps": True, "vad_filter": None,
-        "condition_on_previous_text": None, "chunk_length_s": None}}
+        "condition_on_previous_text": None, "chunk_length_s": None, "diarize": None, "num_speakers": None,
+        "min_speakers": None, "max_speakers": None}}
     assert "id" not in session_updated(CONFIG_24K)["session"]
 
 
