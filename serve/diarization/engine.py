@@ -12,10 +12,11 @@ Two engines:
   ``diarization/`` folder (``serve.diarization.pyannote_engine``), when the
   artifact carries one and pyannote.audio imports.
 
-``choose`` picks one at start from ``WHISPER_DIARIZATION``; it loads nothing
-(the first diarized request of a worker loads the model, seconds on a CPU),
-so a server that never diarizes pays nothing. Where none is available, a
-diarized request is a 400 saying what to add (``unavailable``).
+``choose`` picks one from ``WHISPER_DIARIZATION`` (``served``: once per
+worker, at its first diarized request) and loads nothing; the engine's model
+loads with that request's stream (seconds on a CPU), so a server that never
+diarizes pays nothing. Where none is available, a diarized request is a 400
+saying what to add.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import abc
 import functools
 import importlib.util
+import logging
 import threading
 from pathlib import Path
 from typing import ClassVar, Optional, Protocol
@@ -31,6 +33,8 @@ import numpy as np
 
 from ..core.options import SpeakerCounts
 from .diarizer import Diarizer, SpeakerTurn
+
+log = logging.getLogger(__name__)
 
 FOLDER = "diarization"
 """The artifact's folder that holds a pyannote pipeline (its ``config.yaml`` and model files)."""
@@ -116,6 +120,8 @@ def choose(setting: str, model_dir: Path, device: str,
             return PyannoteEngine(folder, device), None
         if setting == "pyannote":
             return None, reason
+        log.warning("the model artifact has a pyannote pipeline that cannot run here (%s); diarizing with the "
+                    "embedded model instead (WHISPER_DIARIZATION=pyannote would refuse)", reason)
     reason = embedded_available()
     if reason is None:
         return EmbeddedEngine(device, threads=1 if torch_free and device == "cpu" else None), None
@@ -127,4 +133,6 @@ def choose(setting: str, model_dir: Path, device: str,
 def served(setting: str, model_dir: Path, device: str,
            torch_free: bool = False) -> tuple[Optional[DiarizationEngine], Optional[str]]:
     """``choose``, once per worker: the engine (its model loads with the first diarized request)."""
-    return choose(setting, model_dir, device, torch_free)
+    engine, reason = choose(setting, model_dir, device, torch_free)
+    log.info("speaker diarization: %s", engine.describe() if engine else reason)
+    return engine, reason
