@@ -71,7 +71,7 @@ class Engine(abc.ABC):
     """The WHISPER_BACKEND value that selects this engine."""
 
     support: ClassVar[Mapping[str, Optional[str]]]
-    """Every TranscribeOptions field -> None (honoured) or the reason it is not."""
+    """Every engine option (``options.ENGINE_OPTIONS``) -> None (honoured) or the reason it is not."""
 
     prompt_per_window: ClassVar[bool] = False
     """``decode`` takes a prompt for each window (``prompts``). Otherwise the scheduler puts only

@@ -103,6 +103,8 @@ BUILT_IN = TranscribeOptions(task="transcribe", temperature=(0.0,), beam_size=1,
 
 SPEAKER_OPTIONS = ("diarize", "num_speakers", "min_speakers", "max_speakers")
 """Options the server honours beside the engine (serve.diarization), whatever the backend."""
+ENGINE_OPTIONS = tuple(name for name in TranscribeOptions.names() if name not in SPEAKER_OPTIONS)
+"""Options an engine honours or refuses (``Engine.support`` declares every one)."""
 MAX_SPEAKERS = 20
 
 RETIRED = {
@@ -163,7 +165,7 @@ class Capabilities:
     model_name: str
     english_only: bool
     support: Mapping[str, Optional[str]]
-    """Every TranscribeOptions field -> None (honoured) or the reason it is not."""
+    """Every engine option (``ENGINE_OPTIONS``) -> None (honoured) or the reason it is not."""
     off_values: Mapping[str, Any]
     """An option the backend rejects may still be set to the value that describes what it does anyway."""
 
