@@ -254,10 +254,10 @@ def test_sigterm_under_load_answers_every_request(an_hour):
     clips = speech.corpus(4)
     long_body = an_hour.read_bytes()
     with running_server("ctranslate2") as server:
-        def send(body: bytes):
+        def send(body: bytes, name: str = ""):
+            headers = {"Content-Type": "audio/wav"} | ({"X-Amzn-SageMaker-Inference-Id": name} if name else {})
             try:
-                return requests.post(server.url + "/invocations", data=body, headers={"Content-Type": "audio/wav"},
-                                     timeout=120)
+                return requests.post(server.url + "/invocations", data=body, headers=headers, timeout=120)
             except requests.ConnectionError as exc:
                 return exc
 
@@ -272,9 +272,10 @@ def test_sigterm_under_load_answers_every_request(an_hour):
             stopping = pool.submit(server.server.stop, 30.0)  # SIGTERM, as SageMaker sends it
             late = []
             while not stopping.done():
-                late.append(pool.submit(send, clips[0].path.read_bytes()))
+                late.append(pool.submit(send, clips[0].path.read_bytes(), f"late-{len(late):03d}"))
                 time.sleep(0.5)
             seconds = stopping.result()
+        log = server.log()
 
     assert seconds < 30
     for future in long_ones:  # an hour cannot finish in the drain: told so before it ends
@@ -289,12 +290,16 @@ def test_sigterm_under_load_answers_every_request(an_hour):
             assert answer.headers["Retry-After"] and answer.json()["error"]["type"] == "ShuttingDown", answer.text
         else:
             assert_heard(answer, clip)
-    for future in late:  # sent during the drain: refused at connect (nginx stopped listening), never dropped
+    # Sent during the drain: a 503, or refused at connect because nginx stopped listening. A connection the
+    # kernel had queued for nginx at the instant it closed its listener is reset instead (about one run in
+    # four on a busy box); either way the request never reached the app, which the log must confirm.
+    for i, future in enumerate(late):
         answer = future.result()
         if isinstance(answer, requests.Response):
             assert answer.status_code == 503 and answer.headers["Retry-After"], answer.text
         else:
-            assert "Connection refused" in str(answer), answer
+            assert "Connection refused" in str(answer) or "Connection reset by peer" in str(answer), answer
+            assert f"late-{i:03d}" not in log, f"late-{i:03d} reached the app and went unanswered: {answer}"
 
 
 def _until(condition, timeout: float = 60.0) -> None:
