@@ -255,6 +255,11 @@ class LiveSession:
             return
         if self.received - turn.decoded_to < self.limits.min_pass_s * SAMPLE_RATE:
             return
+        if self._detector is not None and self._detector.pausing:
+            # The speaker has stopped: the turn's last pass is due within the rest of ``silence_duration_ms``
+            # and says all an interim pass would. One started now would hold the engine (and, under load,
+            # the other sessions' passes) just as the last pass arrives. Speech again: the pass goes then.
+            return
         turn.decoded_to = self.received
         self._queue.append(_Pass(turn, self._samples(turn.start, self.received), final=False))
         self._cond.notify_all()
