@@ -9,8 +9,7 @@ real time, the same on every machine. Each pass goes through the real
 scheduler on the embedded tiny.en (ctranslate2), as on the server.
 
 Reported, for each ``context_chars`` given (0: passes without the session's
-previous words as their prompt) and each ``settled_s`` (0: every word waits
-for two passes to agree):
+previous words as their prompt):
 
 - WER against the text spoken, of the joined ``completed`` transcripts (the
   deltas joined: the same text) and of the turns' last passes alone (what the
@@ -18,7 +17,7 @@ for two passes to agree):
 - the same audio sent as a file, for comparison;
 - words committed early (by a delta before the turn's end), and passes.
 
-    python bench/live_accuracy.py [--context 0,200] [--settled 0,1] [--clips 25]
+    python bench/live_accuracy.py [--context 0,200] [--clips 25]
 """
 
 from __future__ import annotations
@@ -33,9 +32,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.live import SAMPLE_RATE, clips, join, write_wav  # noqa: E402
-from serve.live.session import LiveLimits  # noqa: E402
-
-LIVE_DEFAULTS = LiveLimits()
 
 
 def engine():
@@ -46,10 +42,10 @@ def engine():
     return engine_for("ctranslate2", folder)
 
 
-def run_session(eng, samples, context_chars: int, settled_s: float) -> dict:
+def run_session(eng, samples, context_chars: int) -> dict:
     from serve.core.options import resolve
     from serve.live.protocol import SessionConfig
-    from serve.live.session import LiveSession
+    from serve.live.session import LiveLimits, LiveSession
 
     finals: list[str] = []
 
@@ -60,8 +56,7 @@ def run_session(eng, samples, context_chars: int, settled_s: float) -> dict:
             return eng.scheduler.submit(path, Path(scratch), resolved, continuing=True).wait(timeout=600)
 
     events: list[dict] = []
-    limits = LiveLimits(context_chars=context_chars, settled_s=settled_s)
-    session = LiveSession(SessionConfig(), transcribe, events.append, limits)
+    session = LiveSession(SessionConfig(), transcribe, events.append, LiveLimits(context_chars=context_chars))
     passed = session._passed
 
     def record(job, result, error):  # the last pass's own reading of each turn
@@ -93,7 +88,6 @@ def main(argv=None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--context", default="0,200", help="context_chars values to compare")
-    parser.add_argument("--settled", default=str(LIVE_DEFAULTS.settled_s), help="settled_s values to compare")
     parser.add_argument("--clips", type=int, default=25)
     args = parser.parse_args(argv)
     samples, spoken = join(clips(None, args.clips))
@@ -102,17 +96,14 @@ def main(argv=None) -> int:
         file_text = eng.transcribe(write_wav(Path(scratch) / "all.wav", samples)).text
     file_wer = speech.wer([spoken], [file_text])
     print(f"{args.clips} clips, {len(samples) / SAMPLE_RATE:.0f} s; the file's WER vs text: {file_wer:.3f}")
-    print("\n| context chars | settled s | WER completed (vs file: +) | WER last passes alone | early words | passes "
-          "| turns |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| context chars | WER completed (vs file: +) | WER last passes alone | early words | passes | turns |")
+    print("|---|---|---|---|---|---|")
     for chars in (int(c) for c in args.context.split(",")):
-        for settled in (float(s) for s in args.settled.split(",")):
-            r = run_session(eng, samples, chars, settled)
-            wer, finals = speech.wer([spoken], [r["completed"]]), speech.wer([spoken], [r["finals"]])
-            print(f"| {chars} | {settled:g} | {wer:.3f} ({wer - file_wer:+.3f}) | {finals:.3f} | {r['early_words']} "
-                  f"| {r['passes']} | {r['turns']} |", flush=True)
-            print(json.dumps({"context_chars": chars, "settled_s": settled, "wer": wer, "wer_last_passes": finals,
-                              **r}), file=sys.stderr)
+        r = run_session(eng, samples, chars)
+        wer, finals = speech.wer([spoken], [r["completed"]]), speech.wer([spoken], [r["finals"]])
+        print(f"| {chars} | {wer:.3f} ({wer - file_wer:+.3f}) | {finals:.3f} | {r['early_words']} "
+              f"| {r['passes']} | {r['turns']} |", flush=True)
+        print(json.dumps({"context_chars": chars, "wer": wer, "wer_last_passes": finals, **r}), file=sys.stderr)
     return 0
 
 
