@@ -2,12 +2,9 @@
 
 Each pass decodes the whole turn so far. A word is committed (sent as a
 delta, never taken back) once two consecutive passes agree on it and on
-every word before it, or once one pass has it (and every word before it)
-ending well before the end of its audio: a word followed by a second of
-speech is read again the same, and waiting for the next pass to say so
-costs a pass, which under load is more than a second. What the latest
-pass says beyond that is the unstable tail. Words are compared without
-case and punctuation, and sent as the latest pass spelled them.
+every word before it; what the latest pass says beyond that is the unstable
+tail. Words are compared without case and punctuation, and sent as the
+latest pass spelled them.
 """
 
 from __future__ import annotations
@@ -29,19 +26,14 @@ class Agreement:
     committed: list[str] = field(default_factory=list)
     previous: list[str] = field(default_factory=list)
 
-    def passed(self, text: str, settled: int = 0) -> list[str]:
-        """A new pass's text: the words it newly commits (in order; possibly none).
-
-        ``settled``: how many of its first words ended long enough before the end of its audio that the
-        next pass would read them the same: those are committed by this pass alone (the rest need two).
-        """
+    def passed(self, text: str) -> list[str]:
+        """A new pass's text: the words it newly commits (in order; possibly none)."""
         words = text.split()
         agreed = 0
         for a, b in zip(self.previous, words):
             if _key(a) != _key(b):
                 break
             agreed += 1
-        agreed = max(agreed, min(settled, len(words)))
         self.previous = words
         if agreed <= len(self.committed) or not self._extends(words):
             return []

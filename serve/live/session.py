@@ -53,10 +53,6 @@ class LiveLimits:
     """A turn this long is committed (a forced cut), and the next one starts where it was cut."""
     min_pass_s: float = 1.0
     """New audio in an open turn before it is decoded again."""
-    settled_s: float = 1.0
-    """An interim pass commits alone the words that end this long before the end of its audio (0: off, every
-    word waits for two passes to agree). With a second of speech after it a word is read the same by the next
-    pass; waiting for that pass to say so costs a whole pass, more than a second when sessions share the CPU."""
     lag_warn_s: float = 10.0
     """A turn waiting this long for its last pass: the client is warned that the session falls behind."""
     lag_close_s: float = 30.0
@@ -277,11 +273,8 @@ class LiveSession:
                 job = self._running = self._queue.popleft()
                 self.passes += 1
                 options = self._prompted(self.config.options)
-            if not (job.final and self.config.segments):  # else the client's options: its segments are sent
-                # An interim pass's word times tell which words it commits alone (``settled_s``); a last pass
-                # asks for them too, unused, so that its options equal the interim passes' and they share
-                # engine calls. Without ``settled_s`` no pass needs them: times are only sent on ``completed``.
-                options = replace(options, word_timestamps=True if self.limits.settled_s > 0 else None)
+            if not (job.final and self.config.segments):
+                options = replace(options, word_timestamps=None)  # times are only sent on ``completed``
             try:
                 result: Optional[Transcription] = self._transcribe(job.samples, options, job.cancelled)
                 error = None
@@ -305,9 +298,7 @@ class LiveSession:
                 self._send(protocol.failed(turn.item_id, error))
             return
         if not job.final:
-            settled = _settled(result, len(job.samples) / SAMPLE_RATE - self.limits.settled_s) \
-                if self.limits.settled_s > 0 else 0
-            new = turn.agreement.passed(result.text, settled)
+            new = turn.agreement.passed(result.text)
             if new:
                 self._send(protocol.delta(turn.item_id, joined(new, first=not turn.sent)))
                 turn.sent = True
@@ -388,16 +379,6 @@ def _tail(text: str, chars: int) -> str:
         return text
     cut = text[-chars:]
     return cut[cut.index(" ") + 1:] if text[-chars - 1] != " " and " " in cut else cut
-
-
-def _settled(result: Transcription, until: float) -> int:
-    """How many of the first words of ``result``'s text ended by ``until`` (seconds into its audio)."""
-    text = ""
-    for word in result.words or ():
-        if word.end > until:
-            break
-        text += word.word  # each word with its leading space, as the engine spells it in the text
-    return len(text.split())
 
 
 def _ms(sample: int) -> int:

@@ -46,18 +46,3 @@ def test_a_last_pass_that_reads_the_start_differently_neither_loses_nor_doubles_
 def test_joined_words_make_the_transcript_when_concatenated():
     deltas = [joined(["Hello"], first=True), joined(["big", "world."], first=False), joined([], first=False)]
     assert "".join(deltas) == "Hello big world."
-
-
-def test_words_one_pass_has_settled_are_committed_without_a_second():
-    a = Agreement()
-    assert a.passed("the cat sat on", settled=2) == ["the", "cat"]
-    assert a.passed("the cat sat on the mat", settled=3) == ["sat", "on"]  # two passes agree on "on"
-    assert a.passed("the cat sat on the mat today", settled=99) == ["the", "mat", "today"]
-    assert a.committed == "the cat sat on the mat today".split()
-
-
-def test_settled_words_of_a_pass_that_reads_the_start_differently_are_not_committed():
-    a = Agreement()
-    a.passed("the cat sat", settled=2)
-    assert a.passed("a cat sat on the mat", settled=5) == []
-    assert a.committed == ["the", "cat"]

@@ -13,7 +13,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from serve.core.results import Segment, Transcription, Word
+from serve.core.results import Segment, Transcription
 from serve.errors import EngineFaultError
 from serve.live.protocol import SessionConfig
 from serve.live.session import LiveLimits, LiveSession, SessionClosing
@@ -27,12 +27,11 @@ MANUAL = SessionConfig(turn_detection=None)
 
 
 class Scripted:
-    """Two words per second of audio, evenly timed; optionally held at a gate; counts calls and concurrency."""
+    """Two words per second of audio; optionally held at a gate; counts calls and concurrency."""
 
     def __init__(self, words_per_s: float = 2.0):
         self.calls: list[int] = []
         self.prompts: list = []
-        self.word_timestamps: list = []
         self.gate = threading.Event()
         self.gate.set()
         self.in_flight = 0
@@ -47,7 +46,6 @@ class Scripted:
             self.most_in_flight = max(self.most_in_flight, self.in_flight)
             self.calls.append(len(samples))
             self.prompts.append(options.initial_prompt)
-            self.word_timestamps.append(options.word_timestamps)
         try:
             while not self.gate.wait(0.05):
                 if cancelled.is_set():
@@ -56,11 +54,8 @@ class Scripted:
             n = int(len(samples) / RATE * self.words_per_s)
             text = " ".join(WORDS[:n])
             seconds = len(samples) / RATE
-            words = tuple(Word(i / self.words_per_s, (i + 1) / self.words_per_s, " " + w)
-                          for i, w in enumerate(WORDS[:n])) if options.word_timestamps else None
             return Transcription(text=text, language="en", duration=seconds,
-                                 segments=(Segment(id=0, start=0.0, end=seconds, text=" " + text, words=words),)
-                                 if n else ())
+                                 segments=(Segment(id=0, start=0.0, end=seconds, text=" " + text),) if n else ())
         finally:
             with self._lock:
                 self.in_flight -= 1
@@ -128,25 +123,6 @@ def test_words_arrive_as_deltas_before_the_commit_and_the_completed_text_is_the_
     assert "".join(e["delta"] for e in deltas) == done["transcript"] == " ".join(WORDS[:12])
     assert [e["type"] for e in events.items].index("input_audio_buffer.committed") < \
         [e["type"] for e in events.items].index(COMPLETED)
-
-
-@pytest.mark.parametrize("settled_s", [0.5, 0.0])
-def test_a_word_followed_by_enough_speech_is_committed_by_one_pass(sessions, settled_s):
-    """``settled_s``: a pass commits alone the words that end that long before the end of its audio; the
-    others (and every word with it off) wait for the next pass to agree."""
-    events, fake = Events(), Scripted()
-    session = _session(sessions, fake, events, settled_s=settled_s)
-    idle = lambda: wait_until(lambda: session._running is None and not session._queue)  # noqa: E731
-    _feed(session, _audio(1), between=idle)
-    assert session.passes == 1
-    sent = "".join(e["delta"] for e in events.of(DELTA))
-    assert sent == ("alpha" if settled_s else ""), "1 s of audio, words ending at 0.5 and 1.0 s"
-    _feed(session, _audio(1), between=idle)
-    assert "".join(e["delta"] for e in events.of(DELTA)) == ("alpha bravo charlie" if settled_s else "alpha bravo")
-    session.commit()
-    assert events.wait_for(COMPLETED)[0]["transcript"] == " ".join(WORDS[:4])
-    # with it on, every pass asks for word times, the last one too (equal options: one engine call for all)
-    assert fake.word_timestamps == [True if settled_s else None] * 3
 
 
 def test_each_pass_is_prompted_with_the_sessions_last_words_after_the_clients_prompt(sessions):
