@@ -21,13 +21,12 @@ seconds: two interim passes rarely agree on much before it ends), so what
 makes live words late under load is the last pass waiting for the engine.
 Interim passes are spent where they can commit words: none while the speaker
 pauses (the last pass is due), and fewer when passes are slow
-(``busy_factor``). Tried and left out (bench/live.py, 4 sessions on 2
-cores): trimming the decoded audio at committed words (every window is
-padded to 30 s for the encoder, so a pass costs about the same however
-short; the turns here are a few seconds anyway), and committing the words a
-single pass has ending well before its end (word times make the engine
-decode the rest of the window again after the last word: a second window
-per pass, and "Thank you." read into a turn's trailing silence).
+(``busy_factor``). Left out: trimming the decoded audio at committed words
+(every window is padded to 30 s for the encoder, so a pass costs about the
+same however short, and turns are mostly a few seconds), and committing the
+words one pass has ending well before its end (tried: word times make the
+engine decode the rest of the window again after the last word, a second
+window per pass, and read "Thank you." into a turn's trailing silence).
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ import pytest
 
 from serve.core.results import Segment, Transcription
 from serve.errors import EngineFaultError
-from serve.live.protocol import SessionConfig
 from serve.live import session as session_module
+from serve.live.protocol import SessionConfig
 from serve.live.session import LiveLimits, LiveSession, SessionClosing
 from serve.live.turns import TurnEvent
 from tests.core.injection import wait_until
