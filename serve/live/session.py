@@ -15,6 +15,18 @@ put at most N windows into the engine's batches, beside the file requests.
 A pass is a short request like any other (``transcribe``, the layer above:
 the runtime's scheduler). The audio kept is bounded: the open turn, and the
 turns waiting for their last pass, which are at most ``max_pending``.
+
+Most words come with their turn's last pass (speech between pauses is a few
+seconds: two interim passes rarely agree on much before it ends), so what
+makes live words late under load is the last pass waiting for the engine.
+Interim passes are spent where they can commit words: none while the speaker
+pauses (the last pass is due), and fewer when passes are slow
+(``busy_factor``). Left out: trimming the decoded audio at committed words
+(every window is padded to 30 s for the encoder, so a pass costs about the
+same however short, and turns are mostly a few seconds), and committing the
+words one pass has ending well before its end (tried: word times make the
+engine decode the rest of the window again after the last word, a second
+window per pass, and read "Thank you." into a turn's trailing silence).
 """
 
 from __future__ import annotations
@@ -39,6 +51,9 @@ from .turns import SAMPLE_RATE, TurnDetector
 
 log = logging.getLogger(__name__)
 
+_clock = time.monotonic
+"""How long a pass takes (tests replace it: they count, never time)."""
+
 
 class Transcribe(Protocol):
     """Decode 16 kHz int16 ``samples`` with ``options``; raise if ``cancelled`` is set meanwhile."""
@@ -53,6 +68,11 @@ class LiveLimits:
     """A turn this long is committed (a forced cut), and the next one starts where it was cut."""
     min_pass_s: float = 1.0
     """New audio in an open turn before it is decoded again."""
+    busy_factor: float = 2.0
+    """... or this many times as long as the session's last pass took (in the scheduler, waiting included), if
+    more: when the engine is busy, passes back to back would each bring one pass's worth of audio, most of it
+    undecided words, and keep the engine busy for every session's last passes, which give most of the words
+    (0: ``min_pass_s`` only)."""
     lag_warn_s: float = 10.0
     """A turn waiting this long for its last pass: the client is warned that the session falls behind."""
     lag_close_s: float = 30.0
@@ -126,6 +146,8 @@ class LiveSession:
         self._stopping = False
         self.passes = 0
         """Passes sent to the scheduler so far (tests count them)."""
+        self._pass_s = 0.0
+        """How long the last pass took, from its start in the scheduler to its result."""
         self._thread = threading.Thread(target=self._run, name=f"live-{next(self._numbers)}", daemon=True)
         self._thread.start()
 
@@ -253,7 +275,13 @@ class LiveSession:
         turn = self._turn
         if turn is None or self._queue or self._running is not None or self._stopping:
             return
-        if self.received - turn.decoded_to < self.limits.min_pass_s * SAMPLE_RATE:
+        due = max(self.limits.min_pass_s, self.limits.busy_factor * self._pass_s)
+        if self.received - turn.decoded_to < due * SAMPLE_RATE:
+            return
+        if self._detector is not None and self._detector.pausing:
+            # The speaker has stopped: the turn's last pass is due within the rest of ``silence_duration_ms``
+            # and says all an interim pass would. One started now would hold the engine (and, under load,
+            # the other sessions' passes) just as the last pass arrives. Speech again: the pass goes then.
             return
         turn.decoded_to = self.received
         self._queue.append(_Pass(turn, self._samples(turn.start, self.received), final=False))
@@ -270,6 +298,7 @@ class LiveSession:
                 options = self._prompted(self.config.options)
             if not (job.final and self.config.segments):
                 options = replace(options, word_timestamps=None)  # times are only sent on ``completed``
+            started = _clock()
             try:
                 result: Optional[Transcription] = self._transcribe(job.samples, options, job.cancelled)
                 error = None
@@ -277,6 +306,8 @@ class LiveSession:
                 result, error = None, exc
             with self._cond:
                 self._running = None
+                if not job.cancelled.is_set():  # a cancelled pass ends early: it says nothing of the engine
+                    self._pass_s = _clock() - started
                 if not self._cancelled.is_set():
                     self._passed(job, result, error)
                     self._schedule()

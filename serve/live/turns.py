@@ -103,6 +103,11 @@ class TurnDetector:
                 events.append(TurnEvent("stopped", self._last_speech * CHUNK))
         return events
 
+    @property
+    def pausing(self) -> bool:
+        """Speaking, but quiet for at least half the silence that ends a turn: more likely its end than a pause."""
+        return self.speaking and self._step - self._last_speech >= max(1, self.silence_steps // 2)
+
     def quietest(self, start: int, end: int) -> int:
         """The sample, within [start, end), at the start of the step least likely to be speech (a cut point)."""
         first, last = max(start // CHUNK, self.first_step), min(end // CHUNK, self._step)

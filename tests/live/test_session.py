@@ -15,8 +15,10 @@ import pytest
 
 from serve.core.results import Segment, Transcription
 from serve.errors import EngineFaultError
+from serve.live import session as session_module
 from serve.live.protocol import SessionConfig
 from serve.live.session import LiveLimits, LiveSession, SessionClosing
+from serve.live.turns import TurnEvent
 from tests.core.injection import wait_until
 
 RATE = 16000
@@ -97,7 +99,8 @@ def _feed(session: LiveSession, audio: np.ndarray, frame_ms: int = 100, between=
 
 
 @pytest.fixture
-def sessions():
+def sessions(monkeypatch):
+    monkeypatch.setattr(session_module, "_clock", lambda: 0.0)  # every pass quick: ``min_pass_s`` paces them
     made: list[LiveSession] = []
     yield made
     for s in made:
@@ -179,6 +182,57 @@ def test_a_turns_end_gives_up_its_interim_pass_so_the_last_pass_goes_at_once(ses
     assert fake.calls == [RATE, 2 * RATE], "the interim pass (1 s), then the last pass (2 s)"
     assert not events.of("conversation.item.input_audio_transcription.failed")
     assert "".join(e["delta"] for e in events.of(DELTA)) == done["transcript"]
+
+
+class Pausing:
+    """A ``TurnDetector`` stand-in: a turn from the first sample, ``pausing`` as the test says."""
+
+    speaking = True
+
+    def __init__(self):
+        self.pausing = False
+        self._started = False
+
+    def feed(self, samples):
+        started, self._started = self._started, True
+        return [] if started else [TurnEvent("started", 0)]
+
+    def quietest(self, start, end):
+        return end
+
+    def forget_before(self, sample):
+        pass
+
+
+def test_a_speaker_who_pauses_gets_no_interim_pass_until_speech_goes_on(sessions):
+    """The turn's last pass is due soon after a speaker stops: an interim pass then would only hold the engine."""
+    events, fake = Events(), Scripted()
+    session = _session(sessions, fake, events, config=SessionConfig())
+    session._detector = detector = Pausing()
+    idle = lambda: wait_until(lambda: session._running is None and not session._queue)  # noqa: E731
+    _feed(session, _audio(2), between=idle)
+    assert session.passes == 2
+    detector.pausing = True
+    _feed(session, _audio(3), between=idle)
+    assert session.passes == 2, "no pass while the speaker is quiet"
+    detector.pausing = False
+    _feed(session, _audio(0.1), between=idle)
+    assert session.passes == 3, "the held pass goes with the next frame of speech"
+
+
+def test_when_passes_take_long_the_next_waits_for_that_much_more_audio(sessions, monkeypatch):
+    """``busy_factor``: a pass that took 1.5 s (a busy engine) is followed by one after 3 s of new audio, not 1 s;
+    quick passes keep ``min_pass_s``. The clock is counted, one tick a reading: no wall time."""
+    ticks = iter(range(1000))
+    monkeypatch.setattr(session_module, "_clock", lambda: 1.5 * next(ticks))  # every pass "takes" 1.5 s
+    events, fake = Events(), Scripted()
+    session = _session(sessions, fake, events)
+    idle = lambda: wait_until(lambda: session._running is None and not session._queue)  # noqa: E731
+    _feed(session, _audio(10), between=idle)
+    assert fake.calls == [RATE, 4 * RATE, 7 * RATE, 10 * RATE]
+    monkeypatch.setattr(session_module, "_clock", lambda: 0.0)  # quick passes from now on
+    _feed(session, _audio(5), between=idle)
+    assert fake.calls[4:] == [13 * RATE, 14 * RATE, 15 * RATE], "3 s after the last slow one, then every second"
 
 
 def test_silence_gives_no_delta_and_no_text(sessions):

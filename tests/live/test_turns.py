@@ -57,3 +57,20 @@ def test_the_quietest_moment_is_found_within_the_range_asked(sentence_in_silence
     cut = detector.quietest(end - RATE // 2, len(audio))
     assert end - RATE // 2 <= cut < len(audio)
     assert detector.probabilities[cut // CHUNK] < 0.5
+
+
+def test_a_speaker_who_stops_is_pausing_before_the_turn_stops_and_speech_ends_the_pause(sentence_in_silence):
+    """``pausing``: half the turn's silence heard after speech (the session holds its interim passes then)."""
+    audio, start, end = sentence_in_silence
+    detector = TurnDetector(0.5, 500)
+    seen = []  # (pausing, the events of that step), a VAD step at a time
+    for i in range(0, end + RATE, CHUNK):
+        seen.append((detector.pausing, [e.kind for e in detector.feed(audio[i:i + CHUNK])]))
+    stop = next(i for i, (_, kinds) in enumerate(seen) if "stopped" in kinds)
+    paused = [i for i, (pausing, _) in enumerate(seen) if pausing]
+    assert paused and paused[-1] == stop and stop - paused[0] >= detector.silence_steps // 2 - 1
+    assert not detector.pausing, "the turn has stopped: no longer speaking"
+    for i in range(start, end, CHUNK):  # speech again: a new turn, not a pause
+        if "started" in [e.kind for e in detector.feed(audio[i:i + CHUNK])]:
+            break
+    assert detector.speaking and not detector.pausing
