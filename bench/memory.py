@@ -6,7 +6,12 @@ uploads should cost the worker little more than one. Prints the peak
 resident memory of the gunicorn worker for 1 and for N concurrent
 requests of the same long file, and their ratio.
 
-    python bench/memory.py [--minutes 20] [--burst 4] [--backend ctranslate2]
+With ``--diarize``, the file is a conversation of four espeak-ng voices
+(tests/conversations.py) sent with ``diarize=true``: the diarizer keeps only
+its windows' embeddings, so an hour should cost the worker a few MB more
+than a plain hour. The speakers found are printed too.
+
+    python bench/memory.py [--minutes 20] [--burst 4] [--backend ctranslate2] [--diarize]
 """
 
 from __future__ import annotations
@@ -25,12 +30,13 @@ sys.path.insert(0, str(ROOT))
 from bench.throughput import MODEL_CACHE, PeakMemory, post  # noqa: E402
 
 
-def peak(server, path: Path, concurrent: int) -> tuple[float, float]:
+def peak(server, path: Path, concurrent: int, attributes: str = "") -> tuple[float, float, list[dict]]:
+    """The worker's peak RSS (MB) and the seconds while ``concurrent`` requests of ``path`` run; their answers."""
     memory = PeakMemory(server.process.pid)
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=concurrent) as pool:
-        list(pool.map(lambda _: post(server.url, path), range(concurrent)))
-    return memory.stop(), time.perf_counter() - started
+        answers = [a for _, a in pool.map(lambda _: post(server.url, path, attributes=attributes), range(concurrent))]
+    return memory.stop(), time.perf_counter() - started, answers
 
 
 def main(argv=None) -> int:
@@ -38,12 +44,17 @@ def main(argv=None) -> int:
     parser.add_argument("--minutes", type=float, default=20.0)
     parser.add_argument("--burst", type=int, default=4)
     parser.add_argument("--backend", default="ctranslate2")
+    parser.add_argument("--diarize", action="store_true", help="a four-voice conversation, sent with diarize=true")
     args = parser.parse_args(argv)
 
     from localmodes.server import ServerProcess
-    from tests import speech
+    from tests import conversations, speech
 
-    clip = speech.long_clip(args.minutes)
+    if args.diarize:
+        clip = conversations.conversation(4, round(args.minutes * 60), seed=300)
+        attributes = "diarize=true"
+    else:
+        clip, attributes = speech.long_clip(args.minutes), ""
     seconds = speech.duration(clip.path)
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as scratch:
         os.chmod(scratch, 0o711)  # run as root, nginx's workers (www-data) must reach WHISPER_TMP_DIR
@@ -55,10 +66,13 @@ def main(argv=None) -> int:
             idle = PeakMemory(server.process.pid)
             time.sleep(1)
             idle_mb = idle.stop()
-            one_mb, one_s = peak(server, clip.path, 1)
-            burst_mb, burst_s = peak(server, clip.path, args.burst)
+            one_mb, one_s, answers = peak(server, clip.path, 1, attributes)
+            burst_mb, burst_s, _ = peak(server, clip.path, args.burst, attributes)
         finally:
             server.stop(60)
+    if args.diarize:
+        found = {s["speaker"] for s in answers[0].get("speakers", [])}
+        print(f"diarize=true: {len(found)} speakers found of {clip.speakers}")
     print(f"{args.backend}, a {seconds / 60:.1f} min file ({clip.path.stat().st_size / 1e6:.0f} MB WAV): "
           f"worker peak RSS idle {idle_mb:.0f} MB; 1 request {one_mb:.0f} MB ({one_s:.0f} s); "
           f"{args.burst} at once {burst_mb:.0f} MB ({burst_s:.0f} s); burst / one = x{burst_mb / one_mb:.2f}")

@@ -106,12 +106,14 @@ class PeakMemory:
         return self.peak_mb
 
 
-def post(url: str, path: Path, timeout: float = 3600) -> tuple[float, dict]:
+def post(url: str, path: Path, timeout: float = 3600, attributes: str = "") -> tuple[float, dict]:
+    """``path`` to /invocations (``attributes``: SageMaker's custom attributes, e.g. ``diarize=true``)."""
     import requests
 
     started = time.perf_counter()
+    headers = {"Content-Type": "audio/wav"} | ({"X-Amzn-SageMaker-Custom-Attributes": attributes} if attributes else {})
     with open(path, "rb") as body:
-        r = requests.post(url + "/invocations", data=body, headers={"Content-Type": "audio/wav"}, timeout=timeout)
+        r = requests.post(url + "/invocations", data=body, headers=headers, timeout=timeout)
     r.raise_for_status()
     return time.perf_counter() - started, r.json()
 
