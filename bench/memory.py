@@ -8,8 +8,9 @@ requests of the same long file, and their ratio.
 
 With ``--diarize``, the file is a conversation of four espeak-ng voices
 (tests/conversations.py) sent with ``diarize=true``: the diarizer keeps only
-its windows' embeddings, so an hour should cost the worker a few MB more
-than a plain hour. The speakers found are printed too.
+its windows' embeddings, so what diarizing adds to the worker (torch and the
+speaker model, loaded with its first diarized request) should not grow with
+the audio; compare ``--minutes 10`` with 60. The speakers found are printed too.
 
     python bench/memory.py [--minutes 20] [--burst 4] [--backend ctranslate2] [--diarize]
 """
