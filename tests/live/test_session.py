@@ -98,6 +98,11 @@ def _feed(session: LiveSession, audio: np.ndarray, frame_ms: int = 100, between=
             between()
 
 
+def _idle(session: LiveSession):
+    """For ``_feed``'s ``between``: wait until the session has no pass running or queued."""
+    return lambda: wait_until(lambda: session._running is None and not session._queue)
+
+
 @pytest.fixture
 def sessions(monkeypatch):
     monkeypatch.setattr(session_module, "_clock", lambda: 0.0)  # every pass quick: ``min_pass_s`` paces them
@@ -116,7 +121,7 @@ def _session(sessions, transcribe, events, config=MANUAL, **limits) -> LiveSessi
 def test_words_arrive_as_deltas_before_the_commit_and_the_completed_text_is_the_deltas_joined(sessions):
     events, fake = Events(), Scripted()
     session = _session(sessions, fake, events)
-    idle = lambda: wait_until(lambda: session._running is None and not session._queue)  # noqa: E731
+    idle = _idle(session)
     _feed(session, _audio(6), between=idle)
     assert events.of(DELTA), "no delta before the turn ended"
     session.commit()
@@ -209,7 +214,7 @@ def test_a_speaker_who_pauses_gets_no_interim_pass_until_speech_goes_on(sessions
     events, fake = Events(), Scripted()
     session = _session(sessions, fake, events, config=SessionConfig())
     session._detector = detector = Pausing()
-    idle = lambda: wait_until(lambda: session._running is None and not session._queue)  # noqa: E731
+    idle = _idle(session)
     _feed(session, _audio(2), between=idle)
     assert session.passes == 2
     detector.pausing = True
@@ -227,7 +232,7 @@ def test_when_passes_take_long_the_next_waits_for_that_much_more_audio(sessions,
     monkeypatch.setattr(session_module, "_clock", lambda: 1.5 * next(ticks))  # every pass "takes" 1.5 s
     events, fake = Events(), Scripted()
     session = _session(sessions, fake, events)
-    idle = lambda: wait_until(lambda: session._running is None and not session._queue)  # noqa: E731
+    idle = _idle(session)
     _feed(session, _audio(10), between=idle)
     assert fake.calls == [RATE, 4 * RATE, 7 * RATE, 10 * RATE]
     monkeypatch.setattr(session_module, "_clock", lambda: 0.0)  # quick passes from now on
