@@ -340,20 +340,24 @@ def test_the_gauge_lines_carry_the_same_totals_as_prometheus(run):
             "EngineCallLatency": (total(m, "whisper_engine_call_seconds_count"),
                                   total(m, "whisper_engine_call_seconds_sum")),
             "DecodeLatency": (total(m, "whisper_decode_seconds_count"), total(m, "whisper_decode_seconds_sum"))}
-    got = {}
-    for _ in range(300):  # until the workers' next gauge lines have been written
-        gauges = [ln for ln in emf_lines(run.server) if ln.get("emf") == "gauges"]
+    want_refused = total(m, "whisper_live_sessions_refused_total")
+    got, refused = {}, 0
+    # Until every worker's next gauge line has been written: a refusal counted by a worker whose batches
+    # are already all written still waits for that worker's next line, up to a second later.
+    for _ in range(300):
+        lines = emf_lines(run.server)
+        gauges = [ln for ln in lines if ln.get("emf") == "gauges"]
         got = {}
         for name in want:
             values = [x for ln in gauges if name in ln for x in (ln[name] if isinstance(ln[name], list) else [ln[name]])]
             got[name] = (len(values), sum(values))
-        if all(got[n][0] == want[n][0] for n in want):
+        refused = sum(ln.get("LiveSessionsRefused", 0) for ln in lines)
+        if all(got[n][0] == want[n][0] for n in want) and refused == want_refused:
             break
         time.sleep(0.1)
     for name, (count, summed) in want.items():
         assert got[name][0] == count, (name, got, want)
         assert got[name][1] == pytest.approx(summed, rel=1e-9, abs=1e-9), name
-    refused = sum(ln.get("LiveSessionsRefused", 0) for ln in emf_lines(run.server))
-    assert refused == total(m, "whisper_live_sessions_refused_total")
+    assert refused == want_refused
     queued = [ln for ln in emf_lines(run.server) if "QueuedWindows" in ln]
     assert queued and {ln["pid"] for ln in queued} == set(run.server.workers())
