@@ -51,7 +51,7 @@ class Job:
 
     _ids = itertools.count(1)
 
-    def __init__(self, source: Path, scratch: Path, options: Options):
+    def __init__(self, source: Path, scratch: Path, options: Options, urgent: bool = False):
         self.id = next(self._ids)
         self.source = source
         self.options = options
@@ -61,8 +61,12 @@ class Job:
         """When the engine first took one of its windows."""
         self.first_call: Optional[int] = None
         """The number of the engine call that first took one of its windows."""
-        self.last_turn = 0
-        """The number of the last engine call this request was the head of (0: none yet)."""
+        self.last_turn: float = 0
+        """The number of the last engine call this request was the head of. Until its first, just under the
+        number of the call in flight when it arrived (``Scheduler.submit``): it goes before the request that
+        call served, after every request that has waited longer."""
+        self.urgent = urgent
+        """A live turn's last pass: the words its speaker is waiting for (``batching.next_call``)."""
         self.language: Optional[str] = options.decode.language
         self.queue: deque[Entry] = deque()
         self.outstanding: set[tuple] = set()

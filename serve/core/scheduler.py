@@ -90,6 +90,8 @@ class Scheduler:
         self._cutters: set[threading.Thread] = set()
         self.calls = 0
         """Engine calls started so far (for tests and logs)."""
+        self._after_urgent = False
+        """The last engine call took urgent requests first: the next one goes round robin."""
         self._waiting = [0, 0]
         """Windows queued for the engine and their samples, kept as they come and go (the queue gauges)."""
         self.health = Health(config.engine_timeout_s, self._unhealthy)
@@ -101,13 +103,15 @@ class Scheduler:
 
     # --- requests -----------------------------------------------------------------------------
 
-    def submit(self, source: Path, scratch: Path, options: Options, continuing: bool = False) -> Job:
+    def submit(self, source: Path, scratch: Path, options: Options, continuing: bool = False,
+               urgent: bool = False) -> Job:
         """Start decoding ``source`` (it and ``scratch`` must stay until ``Job.release``); returns at once.
 
         ``continuing``: more work of something already served (a live session's last pass), taken while the
-        server drains; the drain's deadline still bounds it."""
-        job = Job(source, scratch, options)
+        server drains; the drain's deadline still bounds it. ``urgent``: see ``Job.urgent``."""
+        job = Job(source, scratch, options, urgent)
         with self._cond:
+            job.last_turn = self.calls - 0.5
             if self._stopped or (self._closing and not continuing):
                 raise ShuttingDownError("the server is shutting down; send the request again")
             if not self.health.ok:
@@ -275,11 +279,12 @@ class Scheduler:
                 if self._stopped or not self.health.ok:
                     return None
                 call = next_call(self._jobs, self.calls + 1, self.config.max_batch, self.config.packing,
-                                 self.engine.prompt_per_window)
+                                 self.engine.prompt_per_window, urgent_first=not self._after_urgent)
                 if call is not None:
                     break
                 self._cond.wait()
             self.calls += 1
+            self._after_urgent = call.urgent
             self._queue_changed(call.entries, -1)
             for job in call.jobs:
                 job.hold()

@@ -243,7 +243,8 @@ def _close(out: _Socket, closing: SessionClosing) -> None:
 def _transcriber(settings: Settings, runtime: Runtime):
     """A session's pass: its samples as a WAV in a scratch folder, one request to the scheduler."""
 
-    def transcribe(samples: np.ndarray, options: TranscribeOptions, cancelled: threading.Event) -> Transcription:
+    def transcribe(samples: np.ndarray, options: TranscribeOptions, cancelled: threading.Event,
+                   last: bool = False) -> Transcription:
         scratch = ScratchDir(settings.scratch_dir)
         try:
             path = scratch.path / "turn.wav"
@@ -254,11 +255,11 @@ def _transcriber(settings: Settings, runtime: Runtime):
                 w.writeframes(samples.astype("<i2").tobytes())
             calls_at_submit = runtime.scheduler.calls
             # a pass is never diarized, whatever the server's defaults say (WHISPER_DIARIZE)
-            job = runtime.submit(path, scratch.path, replace(options, diarize=False), continuing=True)
+            job = runtime.submit(path, scratch.path, replace(options, diarize=False), continuing=True, urgent=last)
         except BaseException:
             scratch.close()
             raise
-        record = {"event": "live_pass", "audio_seconds": round(len(samples) / 16000, 3),
+        record = {"event": "live_pass", "audio_seconds": round(len(samples) / 16000, 3), "last": last,
                   "engine_calls_at_submit": calls_at_submit}
 
         def poll() -> None:

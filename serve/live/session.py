@@ -56,10 +56,11 @@ _clock = time.monotonic
 
 
 class Transcribe(Protocol):
-    """Decode 16 kHz int16 ``samples`` with ``options``; raise if ``cancelled`` is set meanwhile."""
+    """Decode 16 kHz int16 ``samples`` with ``options``; raise if ``cancelled`` is set meanwhile. ``last``: the
+    turn's last pass, which the scheduler serves first (an urgent request)."""
 
     def __call__(self, samples: np.ndarray, options: TranscribeOptions,
-                 cancelled: threading.Event) -> Transcription: ...
+                 cancelled: threading.Event, last: bool) -> Transcription: ...
 
 
 @dataclass(frozen=True)
@@ -300,7 +301,7 @@ class LiveSession:
                 options = replace(options, word_timestamps=None)  # times are only sent on ``completed``
             started = _clock()
             try:
-                result: Optional[Transcription] = self._transcribe(job.samples, options, job.cancelled)
+                result: Optional[Transcription] = self._transcribe(job.samples, options, job.cancelled, job.final)
                 error = None
             except Exception as exc:  # noqa: BLE001 - told to the client for a last pass; an interim one is retried
                 result, error = None, exc

@@ -183,6 +183,53 @@ def test_a_long_request_does_not_hold_back_a_short_one(real, long_clip, marked, 
     assert speech.incomplete(long_clip, long_result.text, long_result.segments) == []
 
 
+def test_a_request_that_has_waited_goes_before_newer_ones(real, long_clip, corpus, run):
+    """Round robin by when a request was last served, a new one counting as served just before the call in
+    flight: a stream of new short requests in another lane (live passes) never keeps a long request out of
+    its turn. Before, a new request counted as never served and went first, every time."""
+    gate = Gate()
+    r = run(Wrapped(real, gate), max_batch=2)
+    long_job = r.submit(long_clip.path, word_timestamps=True)  # its own lane: never batched with the others
+    gate.wait_entered()  # call 1: the long request
+    first = r.submit(corpus[0].path)
+    wait_until(lambda: first.cut_all, what="the first short request cut")
+    gate.step()
+    gate.wait_entered()  # call 2: the short request, new since call 1
+    second = r.submit(corpus[1].path)
+    wait_until(lambda: second.cut_all, what="the second short request cut")
+    gate.step()
+    gate.wait_entered()  # call 3: the long request's turn, though the second short one is newer
+    gate.open_all()
+    first.wait(600), second.wait(600), long_job.wait(600)
+    lanes = [bool(options.word_timestamps) for _, _, options, _ in r.engine.calls]
+    assert lanes[:3] == [True, False, True], lanes
+    assert first.first_call == 2 and second.first_call == 4, (first.first_call, second.first_call)
+
+
+def test_a_live_turns_last_pass_goes_first_in_a_call_of_its_own_then_the_others_get_their_turn(real, marked,
+                                                                                               corpus, run):
+    """An urgent request (a live turn's last pass) is the next call, alone with other urgent ones, ahead of a
+    file request and another session's interim pass that waited longer; the call after it is round robin
+    again, so a further last pass arriving meanwhile is batched with them, not ahead of them."""
+    gate = Gate()
+    r = run(Wrapped(real, gate))
+    blocker = r.submit(corpus[8].path)
+    gate.wait_entered()  # call 1
+    file_request, interim = r.submit(marked), r.submit(corpus[0].path)
+    last = r.submit(corpus[1].path, urgent=True)
+    wait_until(lambda: all(j.cut_all for j in (file_request, interim, last)), what="every request cut")
+    gate.step()
+    gate.wait_entered()  # call 2: the last pass
+    later_last = r.submit(corpus[2].path, urgent=True)
+    wait_until(lambda: later_last.cut_all, what="the later last pass cut")
+    gate.open_all()
+    for job in (blocker, file_request, interim, last, later_last):
+        job.wait(600)
+    assert last.first_call == 2 and r.engine.calls[1][:2] == (1, 0), r.engine.calls[:3]
+    assert file_request.first_call == interim.first_call == 3, (file_request.first_call, interim.first_call)
+    assert r.engine.calls[2][1] == 1, "the file request was not in the call after the urgent one"
+
+
 def test_sequential_windows_take_the_text_before_as_prompt(real, minute_clip, run):
     """condition_on_previous_text: each 30 s window is decoded with the request's text so far as its prompt
     (what Whisper's own loop does), one window per engine call."""

@@ -32,6 +32,7 @@ class Scripted:
 
     def __init__(self, words_per_s: float = 2.0):
         self.calls: list[int] = []
+        self.last: list[bool] = []
         self.prompts: list = []
         self.gate = threading.Event()
         self.gate.set()
@@ -41,11 +42,12 @@ class Scripted:
         self.words_per_s = words_per_s
         self._lock = threading.Lock()
 
-    def __call__(self, samples, options, cancelled):
+    def __call__(self, samples, options, cancelled, last=False):
         with self._lock:
             self.in_flight += 1
             self.most_in_flight = max(self.most_in_flight, self.in_flight)
             self.calls.append(len(samples))
+            self.last.append(last)
             self.prompts.append(options.initial_prompt)
         try:
             while not self.gate.wait(0.05):
@@ -130,6 +132,8 @@ def test_words_arrive_as_deltas_before_the_commit_and_the_completed_text_is_the_
     assert "".join(e["delta"] for e in deltas) == done["transcript"] == " ".join(WORDS[:12])
     assert [e["type"] for e in events.items].index("input_audio_buffer.committed") < \
         [e["type"] for e in events.items].index(COMPLETED)
+    # only the turn's last pass asks the scheduler to go first (an urgent request)
+    assert len(fake.last) >= 3 and fake.last[-1] and not any(fake.last[:-1]), fake.last
 
 
 def test_each_pass_is_prompted_with_the_sessions_last_words_after_the_clients_prompt(sessions):
@@ -304,7 +308,7 @@ def test_a_session_that_falls_behind_is_warned_then_closed_and_its_queue_stays_b
 def test_a_last_pass_that_fails_is_a_failed_event_not_a_completed_one(sessions):
     events = Events()
 
-    def broken(samples, options, cancelled):
+    def broken(samples, options, cancelled, last):
         raise EngineFaultError("the engine failed on this request's audio")
 
     session = _session(sessions, broken, events)
