@@ -470,15 +470,17 @@ def stream_sagemaker_endpoint(endpoint_name: str, region: str, samples: Union[np
                               door: str = "sagemaker", frame_ms: int = 20, realtime: bool = True,
                               input_format: str = "pcm16", session: Optional[dict] = None,
                               target_variant: Optional[str] = None, finish_timeout: float = 120,
-                              on_event: Optional[Callable[[Received], None]] = None) -> LiveResult:
+                              on_event: Optional[Callable[[Received], None]] = None,
+                              endpoint_uri: Optional[str] = None, ca_file: Optional[str] = None) -> LiveResult:
     """``stream`` through a SageMaker endpoint: InvokeEndpointWithBidirectionalStream, with AWS's Python SDK.
 
-    Not run by this project's tests or here: the SDK (``pip install aws-sdk-sagemaker-runtime-http2``)
-    needs Python >= 3.12, and a real endpoint. Written after AWS's documentation of the SDK
-    (``SageMakerRuntimeHTTP2Client``, ``InvokeEndpointWithBidirectionalStreamInput``, ``RequestPayloadPart``)
-    and its published examples. Credentials come from the environment (``AWS_ACCESS_KEY_ID``,
-    ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``); the connection goes to
-    ``https://runtime.sagemaker.{region}.amazonaws.com:8443``, signed with SigV4.
+    Needs Python >= 3.12 and ``aws-sdk-sagemaker-runtime-http2[awscrt]`` (0.12; ``make sdk-env`` builds
+    ``.venv-sdk`` with it): ``AsyncSageMakerRuntimeHTTP2Client`` over the SDK's CRT transport, the only one
+    of its transports that streams both ways (HTTP/2). Credentials come from the SDK's default chain
+    (``AWS_ACCESS_KEY_ID``..., the shared files, the instance's role); the connection goes to
+    ``https://runtime.sagemaker.{region}.amazonaws.com:8443`` (``endpoint_uri`` overrides it), signed with
+    SigV4 for ``sagemaker``, each event signed too. ``ca_file``: a PEM file of the CAs to trust instead of the
+    system's (a stand-in for SageMaker, a private proxy).
 
     SageMaker hands each request PayloadPart to the container's WebSocket as a frame (DataType BINARY: a
     binary frame, UTF8: a text frame) and each frame back as a PayloadPart, so the session is the same as
@@ -486,18 +488,21 @@ def stream_sagemaker_endpoint(endpoint_name: str, region: str, samples: Union[np
     does not report: ``closed_code`` is None, ``closed_reason`` names a ModelStreamError or
     InternalStreamFailure). ``door="openai"`` reaches the container's ``/v1/realtime`` through
     ModelInvocationPath instead of ``/invocations-bidirectional-stream``.
+
+    Run by tests/live/test_sagemaker_sdk.py against a stand-in for SageMaker's router
+    (tests/live/sagemaker_router.py) in front of the real server; never against AWS here.
     """
     try:
-        from aws_sdk_sagemaker_runtime_http2.client import SageMakerRuntimeHTTP2Client
-        from aws_sdk_sagemaker_runtime_http2.config import Config, HTTPAuthSchemeResolver
+        from aws_sdk_sagemaker_runtime_http2.client import AsyncSageMakerRuntimeHTTP2Client
+        from aws_sdk_sagemaker_runtime_http2.config import AsyncSageMakerRuntimeHTTP2Config
         from aws_sdk_sagemaker_runtime_http2.models import (InvokeEndpointWithBidirectionalStreamInput,
                                                             RequestPayloadPart, RequestStreamEventPayloadPart,
                                                             ResponseStreamEventPayloadPart)
-        from smithy_aws_core.auth.sigv4 import SigV4AuthScheme
-        from smithy_aws_core.identity import EnvironmentCredentialsResolver
+        from smithy_core.exceptions import SmithyError
+        from smithy_http.aio.crt import AWSCRTHTTPClient, AWSCRTHTTPClientConfig
     except ImportError as e:
-        raise RuntimeError("stream_sagemaker_endpoint needs AWS's bidirectional streaming SDK, which needs "
-                           f"Python >= 3.12: pip install aws-sdk-sagemaker-runtime-http2 ({e})") from None
+        raise RuntimeError("stream_sagemaker_endpoint needs AWS's bidirectional streaming SDK, which needs Python "
+                           f">= 3.12: pip install 'aws-sdk-sagemaker-runtime-http2[awscrt]==0.12.0' ({e})") from None
     import asyncio
 
     update = _initial_update(door, input_format, session)
@@ -505,39 +510,82 @@ def stream_sagemaker_endpoint(endpoint_name: str, region: str, samples: Union[np
     request = InvokeEndpointWithBidirectionalStreamInput(
         endpoint_name=endpoint_name, target_variant=target_variant,
         model_invocation_path=None if door == "sagemaker" else path, model_query_string=query or None)
-    config = Config(endpoint_uri=f"https://runtime.sagemaker.{region}.amazonaws.com:8443", region=region,
-                    aws_credentials_identity_resolver=EnvironmentCredentialsResolver(),
-                    auth_scheme_resolver=HTTPAuthSchemeResolver(),
-                    auth_schemes={"aws.auth#sigv4": SigV4AuthScheme(service="sagemaker")})
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True, name="live-sdk")
     thread.start()
 
     async def open_stream():
-        duplex = await SageMakerRuntimeHTTP2Client(config=config).invoke_endpoint_with_bidirectional_stream(request)
-        _, output = await duplex.await_output()
-        return duplex, output
+        # the default transport (aiohttp, HTTP/1.1) cannot stream both ways: the SDK refuses it for this call
+        transport = AWSCRTHTTPClient(client_config=AWSCRTHTTPClientConfig(force_http_2=True))
+        if ca_file is not None:
+            _trust_only(transport, ca_file)
+        config = await AsyncSageMakerRuntimeHTTP2Config.resolve(
+            region=region, transport=transport,
+            endpoint_uri=endpoint_uri or f"https://runtime.sagemaker.{region}.amazonaws.com:8443")
+        client = AsyncSageMakerRuntimeHTTP2Client(config=config)
+        try:
+            duplex = await client.invoke_endpoint_with_bidirectional_stream(request)
+            _, output = await duplex.await_output()
+        except BaseException:
+            await client.close()
+            raise
+        return client, duplex, output
 
+    connection: Optional[_SdkConnection] = None
     try:
-        duplex, output = asyncio.run_coroutine_threadsafe(open_stream(), loop).result(HANDSHAKE_TIMEOUT_S)
-        connection = _SdkConnection(loop, duplex, output,
+        try:
+            client, duplex, output = asyncio.run_coroutine_threadsafe(open_stream(), loop).result(HANDSHAKE_TIMEOUT_S)
+        except SmithyError as e:  # the service's refusal (403, 404, ModelError...), or no connection at all
+            raise LiveRefusedError(f"no stream from SageMaker: {type(e).__name__}: {e}") from e
+        except TimeoutError:
+            raise LiveTimeoutError(f"no stream from SageMaker within {HANDSHAKE_TIMEOUT_S:g} s") from None
+        connection = _SdkConnection(loop, client, duplex, output,
                                     lambda data, kind: RequestStreamEventPayloadPart(
                                         value=RequestPayloadPart(bytes_=data, data_type=kind)),
                                     ResponseStreamEventPayloadPart)
         return _run(connection, door, samples, frame_ms, realtime, input_format, update, finish_timeout, on_event)
     finally:
+        if connection is not None:
+            connection.release()
+        asyncio.run_coroutine_threadsafe(_cancel_the_rest(), loop).result(HANDSHAKE_TIMEOUT_S)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
+        loop.close()
+
+
+async def _cancel_the_rest() -> None:
+    """The SDK's tasks still pending (a refused stream's body writer): ended, not destroyed with the loop."""
+    import asyncio
+
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _trust_only(transport, ca_file: str) -> None:
+    """The CRT transport trusting the CAs in ``ca_file`` instead of the system's.
+
+    smithy-http 0.6 has no TLS setting (its source says "TODO: Support TLS configuration"), so the
+    transport's TLS context is replaced; a later SDK without that attribute fails here, not silently."""
+    from awscrt.io import ClientTlsContext, TlsContextOptions
+
+    if not hasattr(transport, "_tls_ctx"):
+        raise RuntimeError(f"ca_file: this SDK's transport ({type(transport).__name__}) has no TLS context to set")
+    options = TlsContextOptions()
+    options.override_default_trust_store_from_path(ca_filepath=ca_file)
+    transport._tls_ctx = ClientTlsContext(options)
 
 
 class _SdkConnection:
     """AWS's duplex event stream, driven like a websockets connection (send, recv with a timeout, close)."""
 
-    def __init__(self, loop, duplex, output, request_part: Callable[[bytes, str], object], response_part: type):
+    def __init__(self, loop, client, duplex, output, request_part: Callable[[bytes, str], object],
+                 response_part: type):
         import asyncio
         import queue
 
-        self.loop, self.duplex, self.output = loop, duplex, output
+        self.loop, self.client, self.duplex, self.output = loop, client, duplex, output
         self.request_part, self.response_part = request_part, response_part
         self.inbox: "queue.Queue[Optional[Union[str, bytes]]]" = queue.Queue()
         self.close_code: Optional[int] = None
@@ -550,13 +598,11 @@ class _SdkConnection:
         pending = b""
         try:
             while True:
-                event = await self.output.receive()
+                event = await self.output.receive()  # raises the stream's modeled errors (ModelStreamError...)
                 if event is None:
                     return
-                if not isinstance(event, self.response_part):  # ModelStreamError, InternalStreamFailure
-                    value = getattr(event, "value", None)
-                    self.close_reason = " ".join(str(x) for x in (type(event).__name__, getattr(
-                        value, "error_code", None), getattr(value, "message", None)) if x)
+                if not isinstance(event, self.response_part):  # a kind of event this SDK does not know
+                    self.close_reason = f"{type(event).__name__} {getattr(event, 'tag', '')}".strip()
                     return
                 part = event.value
                 pending += part.bytes_ or b""
@@ -565,7 +611,8 @@ class _SdkConnection:
                 self.inbox.put(pending if part.data_type == "BINARY" else pending.decode())
                 pending = b""
         except Exception as e:  # noqa: BLE001 - the stream's failure is this session's end, with its reason
-            self.close_reason = f"{type(e).__name__}: {e}"
+            said = [getattr(e, "error_code", None), getattr(e, "message", None) or str(e)]
+            self.close_reason = " ".join([type(e).__name__] + [str(x) for x in said if x])
         finally:
             self.inbox.put(None)
 
@@ -598,9 +645,24 @@ class _SdkConnection:
         return message
 
     def close(self) -> None:
+        """Our end of the stream (the SDK's empty signed event); the router then ends its side."""
         if not self.closed:
             self.closed = True
             try:
                 self._call(self.duplex.input_stream.close(), HANDSHAKE_TIMEOUT_S)
             except Exception:  # noqa: BLE001 - closing a stream that already failed
                 pass
+
+    def release(self) -> None:
+        """After ``close``: the response's end awaited a while (then given up), the client and its connection closed."""
+        import concurrent.futures
+
+        self.close()
+        try:
+            self.reader.result(HANDSHAKE_TIMEOUT_S)
+        except concurrent.futures.TimeoutError:
+            self.reader.cancel()
+        try:
+            self._call(self.client.close(), HANDSHAKE_TIMEOUT_S)
+        except Exception:  # noqa: BLE001 - a connection already gone
+            pass
