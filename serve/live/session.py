@@ -73,7 +73,8 @@ class LiveLimits:
     """... or this many times as long as the session's last pass took (in the scheduler, waiting included), if
     more: when the engine is busy, passes back to back would each bring one pass's worth of audio, most of it
     undecided words, and keep the engine busy for every session's last passes, which give most of the words
-    (0: ``min_pass_s`` only)."""
+    (0: ``min_pass_s`` only). Not for a turn's first pass: the words of a long turn's first seconds are
+    committed once a second pass agrees with it, and held back it left them all for the turn's last pass."""
     lag_warn_s: float = 10.0
     """A turn waiting this long for its last pass: the client is warned that the session falls behind."""
     lag_close_s: float = 30.0
@@ -276,7 +277,9 @@ class LiveSession:
         turn = self._turn
         if turn is None or self._queue or self._running is not None or self._stopping:
             return
-        due = max(self.limits.min_pass_s, self.limits.busy_factor * self._pass_s)
+        due = self.limits.min_pass_s
+        if turn.decoded_to > turn.start:  # a turn's first pass is never held back: see ``busy_factor``
+            due = max(due, self.limits.busy_factor * self._pass_s)
         if self.received - turn.decoded_to < due * SAMPLE_RATE:
             return
         if self._detector is not None and self._detector.pausing:

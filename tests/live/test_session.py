@@ -231,7 +231,8 @@ def test_a_speaker_who_pauses_gets_no_interim_pass_until_speech_goes_on(sessions
 
 def test_when_passes_take_long_the_next_waits_for_that_much_more_audio(sessions, monkeypatch):
     """``busy_factor``: a pass that took 1.5 s (a busy engine) is followed by one after 3 s of new audio, not 1 s;
-    quick passes keep ``min_pass_s``. The clock is counted, one tick a reading: no wall time."""
+    quick passes keep ``min_pass_s``, and so does a turn's first pass. The clock is counted, one tick a
+    reading: no wall time."""
     ticks = iter(range(1000))
     monkeypatch.setattr(session_module, "_clock", lambda: 1.5 * next(ticks))  # every pass "takes" 1.5 s
     events, fake = Events(), Scripted()
@@ -240,8 +241,14 @@ def test_when_passes_take_long_the_next_waits_for_that_much_more_audio(sessions,
     _feed(session, _audio(10), between=idle)
     assert fake.calls == [RATE, 4 * RATE, 7 * RATE, 10 * RATE]
     monkeypatch.setattr(session_module, "_clock", lambda: 0.0)  # quick passes from now on
+    _feed(session, _audio(4), between=idle)
+    assert fake.calls[4:] == [13 * RATE, 14 * RATE], "3 s after the last slow one, then every second"
+    monkeypatch.setattr(session_module, "_clock", lambda: 1.5 * next(ticks))  # slow again
+    session.commit()  # its last pass "takes" 1.5 s
+    events.wait_for(COMPLETED)
+    before = len(fake.calls)
     _feed(session, _audio(5), between=idle)
-    assert fake.calls[4:] == [13 * RATE, 14 * RATE, 15 * RATE], "3 s after the last slow one, then every second"
+    assert fake.calls[before:] == [RATE, 4 * RATE], "a new turn's first pass after min_pass_s all the same"
 
 
 def test_silence_gives_no_delta_and_no_text(sessions):
