@@ -122,6 +122,8 @@ def post_worker_init(worker):
         if live is not None:
             live.drain()  # each live session: its open turn's last pass, its completed, then a close (1000)
         runtime.shutdown(grace_s=graceful_timeout - 4)  # time for the engine call in flight to end
+        worker.log.info("SIGTERM: worker %s refuses new requests (503); those in flight have %d s", worker.pid,
+                        graceful_timeout - 4)
         if callable(previous):
             previous(signo, frame)
 

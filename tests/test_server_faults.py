@@ -270,6 +270,9 @@ def test_sigterm_under_load_answers_every_request(an_hour):
             short_ones = [pool.submit(send, c.path.read_bytes()) for c in clips]
             _until(lambda: len(in_flight()) + sum(f.done() for f in short_ones) == 6)  # all six reached the app
             stopping = pool.submit(server.server.stop, 30.0)  # SIGTERM, as SageMaker sends it
+            # A request sent in the instant before the worker saw the signal is in flight, not late (it may get
+            # a 200): "late" starts once the worker says it refuses new requests.
+            _until(lambda: "SIGTERM: worker" in server.log())
             late = []
             while not stopping.done():
                 late.append(pool.submit(send, clips[0].path.read_bytes(), f"late-{len(late):03d}"))
@@ -277,7 +280,7 @@ def test_sigterm_under_load_answers_every_request(an_hour):
             seconds = stopping.result()
         log = server.log()
 
-    assert seconds < 30
+    assert seconds < 30 and late, (seconds, late)
     for future in long_ones:  # an hour cannot finish in the drain: told so before it ends
         answer = future.result()
         assert isinstance(answer, requests.Response), answer
