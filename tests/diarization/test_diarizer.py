@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from serve.diarization import Diarizer, SpeakerTurn
+from serve.diarization import diarizer as diarizer_module
 from serve.diarization.diarizer import STEP, turns, windows
-from serve.diarization.embedding import WINDOW
+from serve.diarization.embedding import BATCH, WINDOW, fill
 from serve.diarization.regions import SAMPLE_RATE, Region
 from tests import conversations, speech
 
@@ -54,6 +55,26 @@ def test_generated_conversations(embedder, speakers, seconds, seed, piece):
     score = conversations.score(recording, diarize(embedder, recording.path, piece=piece))
     assert score["found"] == speakers
     assert score["der"] <= 0.1, score
+
+
+def test_windows_wait_for_a_whole_batch_across_regions(monkeypatch):
+    """Short turns' regions hold one to four windows each: embedded together a batch at a time, in stream order."""
+    recording = conversations.conversation(3, 60, seed=21)
+    sizes = []
+
+    class Spectra:  # each window's own spectrum: the same vector however windows are batched, on any CPU
+        def embed(self, windows):
+            sizes.append(len(windows))
+            x = np.stack([np.abs(np.fft.rfft(fill(w), n=382)) for w in windows])
+            return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    batched = diarize(Spectra(), recording.path)
+    assert len(sizes) >= 2 and all(n >= BATCH for n in sizes[:-1]) and sizes[-1] > 0, sizes
+    calls = len(sizes)
+    monkeypatch.setattr(diarizer_module, "BATCH", 1)  # each region as soon as it ends: the same turns
+    sizes.clear()
+    assert diarize(Spectra(), recording.path) == batched
+    assert len(sizes) > 3 * calls and min(sizes) < 4, (calls, sizes)  # regions came one at a time
 
 
 def test_one_speaker_gets_one_label(embedder):
