@@ -87,10 +87,11 @@ class Diarizer:
         pass of so few leaves the second CPU thread idle (a 10-minute conversation on two threads: 18.2-18.7 s
         a region at a time, 13.7-14.4 s a batch at a time; on one thread no change, 17-18 s)."""
         spans = windows(region)
-        self._waiting += [region.samples[a - region.start: b - region.start].copy() for a, b in spans]  # not the region
+        self._waiting += [region.samples[a - region.start: b - region.start] for a, b in spans]
         self._spans += spans
         if len(self._waiting) >= BATCH:
             self._embed()
+        self._waiting = [w if w.base is None else w.copy() for w in self._waiting]  # those left: not the whole region
 
     def _embed(self) -> None:
         if self._waiting:
