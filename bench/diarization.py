@@ -53,10 +53,12 @@ from tests import conversations, speech  # noqa: E402
 
 PIECE = 16000
 """Samples fed at a time (1 s), as a request's decoded audio arrives."""
+THREADS = {"threads": None}
+"""The embedder's CPU threads (``--threads``): every call below loads the same model."""
 
 
 def diarize(audio: np.ndarray, **counts):
-    diarizer = Diarizer(embedded(), **counts)
+    diarizer = Diarizer(embedded(**THREADS), **counts)
     for i in range(0, len(audio), PIECE):
         diarizer.feed(audio[i:i + PIECE])
     return diarizer.finish()
@@ -148,7 +150,7 @@ def hour() -> None:
     recording = conversations.conversation(4, 3600, seed=300)
     with PeakRss() as rss:
         start = time.perf_counter()
-        diarizer = Diarizer(embedded())
+        diarizer = Diarizer(embedded(**THREADS))
         with wave.open(str(recording.path)) as w:  # read as it streams: the hour is never in memory at once
             while chunk := w.readframes(PIECE):
                 diarizer.feed(np.frombuffer(chunk, np.int16).astype(np.float32) / 32768)
@@ -163,8 +165,8 @@ def hour() -> None:
 def cpwer(count: int, threads: int) -> None:
     """Each conversation through the real server with diarize=true: WER, cpWER, speakers found.
 
-    The server's transcription (``WHISPER_CPU_THREADS``) and its diarizer's
-    torch (``OMP_NUM_THREADS``) each get ``threads``.
+    The server's transcription gets ``threads`` (``WHISPER_CPU_THREADS``); its
+    embedder runs on one thread beside it (serve/diarization/engine.py, ``speaker_model``).
     """
     import requests
 
@@ -242,9 +244,9 @@ def main() -> None:
     parser.add_argument("--server-cost", type=int, default=0, metavar="ROUNDS",
                         help="only what diarize=true adds to a request on the real server, over ROUNDS rounds")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
-                        help="CPU threads for both the embedder (torch) and the transcription, in-process or "
-                             "the server's with --cpwer (default: all, "
-                             "as the server; on a shared, loaded machine 1 measures without the threads fighting)")
+                        help="CPU threads for both the embedder (onnxruntime) and "
+                             "the transcription, in-process or the server's with --cpwer (default: all, as the "
+                             "server; on a shared, loaded machine 1 measures without the threads fighting)")
     args = parser.parse_args()
     if args.server_cost:
         print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs\n")
@@ -256,10 +258,8 @@ def main() -> None:
         cpwer(args.conversations, args.threads)
         print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
         return
-    import torch
-
-    torch.set_num_threads(args.threads)
-    embedded()  # loaded (and traced) before any clock starts, as a server does at start
+    THREADS["threads"] = args.threads
+    embedded(**THREADS)  # loaded (exported to onnxruntime) before any clock starts, as a server does at start
     print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; {args.threads} threads\n")
     accuracy(args.conversations)
     if not args.skip_cost:

@@ -100,10 +100,7 @@ def main() -> None:
     args = parser.parse_args()
     import tempfile
 
-    import torch
-
-    torch.set_num_threads(1)
-    embedder = embedded()
+    embedder = embedded(threads=1)
     same: list[tuple[float, str]] = []
     other: list[tuple[float, str]] = []
     stranger: list[tuple[float, str]] = []

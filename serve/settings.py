@@ -203,7 +203,8 @@ class Settings:
         "WHISPER_CPU_THREADS", 0, integer(0), doc="CPU inference threads; 0 = the worker's share of the cores")
     cache_dir: Path = setting(
         "WHISPER_CACHE_DIR", Path.home() / ".cache" / "whisper-sagemaker", path(), shown="`~/.cache/whisper-sagemaker`",
-        doc="where the embedded default is converted for the openai / transformers backends (once)")
+        doc="where the embedded default is converted for the openai / transformers backends, and the embedded "
+            "speaker model exported to ONNX (once each; the image's build makes that export)")
     max_batch: int = setting(
         "WHISPER_MAX_BATCH", 0, integer(0, 256),
         doc="most 30 s windows (of all concurrent requests) in one engine call; 0 = measured: 16 on a GPU, 4 on a CPU")

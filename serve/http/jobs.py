@@ -28,7 +28,7 @@ from ..core.job import Job
 from ..core.options import Options
 from ..core.results import Segment, Transcription
 from ..core.runtime import Runtime
-from ..diarization.engine import DiarizationEngine, served
+from ..diarization.engine import DiarizationEngine, served, speaker_model
 from ..diarization.request import Diarizing, Naming, labelled
 from ..errors import CancelledError, InvalidParameterError, UnsupportedOptionError
 from ..metrics import record as metrics
@@ -194,12 +194,17 @@ def diarization_engine(settings: Settings, runtime: Runtime, options: Options,
         raise InvalidParameterError("diarize=true cannot be streamed: speakers are known only once the whole audio "
                                     "is heard; ask without stream=true (and without Accept: text/event-stream)",
                                     param="diarize")
-    backend = runtime.require_ready()
-    engine, reason = served(settings.diarization, settings.model_dir, backend.device.torch_device,
-                            torch_free=backend.name == "ctranslate2")
+    engine, reason = served(settings.diarization, settings.model_dir, *speaker_model_of(settings, runtime))
     if engine is None:
         raise UnsupportedOptionError(f"diarize=true cannot be served: {reason}", param="diarize")
     return engine
+
+
+def speaker_model_of(settings: Settings, runtime: Runtime) -> tuple[str, Path, Optional[int]]:
+    """Where this worker's embedded speaker model runs (diarization and known speakers share it)."""
+    backend = runtime.require_ready()
+    return speaker_model(backend.device.torch_device, settings.cache_dir, backend.device.cpu_threads,
+                         torch_free=backend.name == "ctranslate2")
 
 
 def log(record: dict, status: int) -> None:

