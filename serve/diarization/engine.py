@@ -132,7 +132,7 @@ def speaker_model(device: str, cache_dir: Path, engine_threads: int,
     known speakers alike (``embedding.embedded`` loads it once for these). Beside an engine that does not
     run on torch (ctranslate2) and takes every core, it gets one thread: with both on every core the two
     fought, and a 6-minute diarized request's engine calls took 31-195 s instead of a few. Beside a torch
-    engine, the same threads as that engine (the two share torch's share of the cores)."""
+    engine, as many threads as that engine has (as when the embedder ran on torch's threads too)."""
     if device != "cpu":
         return device, cache_dir, None
     return device, cache_dir, 1 if torch_free else engine_threads
