@@ -3,7 +3,7 @@
     python bench/diarization.py                  # sample.wav, 10 conversations, a 10-minute file's cost
     python bench/diarization.py --hour           # and a 1-hour stream: time and peak memory
     python bench/diarization.py --cpwer --threads 1   # WER and cpWER of the conversations, real server
-    python bench/diarization.py --server-cost 3  # what diarize=true adds to a request on the real server
+    python bench/diarization.py --server-cost 3  # what diarize=true adds to a request on the real server (10 min)
     python bench/diarization.py --cpwer --threads 1   # instead: speaker-attributed WER through the real server
 
 - **Real speech**: pyannote.audio's sample.wav (30 s, two speakers, its
@@ -166,7 +166,7 @@ def cpwer(count: int, threads: int) -> None:
     """Each conversation through the real server with diarize=true: WER, cpWER, speakers found.
 
     The server's transcription gets ``threads`` (``WHISPER_CPU_THREADS``); its
-    embedder runs on one thread beside it (serve/diarization/engine.py, ``speaker_model``).
+    embedder takes turns with it at the CPU (serve/core/cpu_turns.py, serve/diarization/engine.py ``speaker_model``).
     """
     import requests
 
@@ -202,36 +202,43 @@ def cpwer(count: int, threads: int) -> None:
 def server_cost(rounds: int) -> None:
     """What diarize=true adds to a request on the real server, as deployed (its default threads).
 
-    The first conversation, sent with diarize=false and =true in turn (the order
-    swapped each round, after one request of each to load the speaker model):
-    each request's seconds, and the median of diarized over plain per round.
+    The 10-minute conversation (``cost``'s) sent plain, with word times (a
+    diarized request decodes them to split segments where the voice changes)
+    and diarized, in turn, the order rotated each round, after one request of
+    each to load the speaker model. Per round each request's seconds; then the
+    medians, diarized over plain, and what diarizing adds to the word-timed
+    request as a fraction of the plain transcription (the issue's goal, 0.5x)
+    and of the word-timed one.
     """
     import requests
 
     from tests.server_harness import running_server
 
-    name, recording = next(recordings(1))
+    recording = conversations.conversation(3, 600, seed=200)
     body = recording.path.read_bytes()
+    kinds = {"plain": "diarize=false", "words": "word_timestamps=true", "diarized": "diarize=true"}
 
-    def post(server, diarize: bool) -> float:
+    def post(server, kind: str) -> float:
         start = time.perf_counter()
         r = requests.post(server.url + "/invocations", data=body, timeout=1800,
-                          headers={"Content-Type": "audio/wav",
-                                   "X-Amzn-SageMaker-Custom-Attributes": f"diarize={str(diarize).lower()}"})
+                          headers={"Content-Type": "audio/wav", "X-Amzn-SageMaker-Custom-Attributes": kinds[kind]})
         r.raise_for_status()
         return time.perf_counter() - start
 
+    took = {kind: [] for kind in kinds}
     with running_server("ctranslate2") as server:
-        post(server, True), post(server, False)  # the speaker model loaded, both paths warm
-        ratios = []
+        for kind in kinds:  # the speaker model loaded, every path warm
+            post(server, kind)
         for k in range(rounds):
-            order = (False, True) if k % 2 == 0 else (True, False)
-            took = {d: post(server, d) for d in order}
-            ratios.append(took[True] / took[False])
-            print(f"round {k + 1}: plain {took[False]:.1f} s, diarized {took[True]:.1f} s, "
-                  f"x{ratios[-1]:.2f}", flush=True)
-    print(f"{name} ({recording.seconds / 60:.1f} min): diarized / plain, median x{np.median(ratios):.2f} "
-          f"over {rounds} rounds")
+            order = list(kinds)[k % 3:] + list(kinds)[:k % 3]
+            for kind in order:
+                took[kind].append(post(server, kind))
+            print(f"round {k + 1}: " + ", ".join(f"{kind} {took[kind][-1]:.1f} s" for kind in kinds), flush=True)
+    plain, words, diarized = (float(np.median(took[kind])) for kind in kinds)
+    print(f"10-minute file ({recording.seconds:.0f} s), medians of {rounds} rounds: plain {plain:.1f} s, word times "
+          f"{words:.1f} s, diarized {diarized:.1f} s (x{diarized / plain:.2f} plain); diarizing adds "
+          f"{diarized - words:.1f} s: {(diarized - words) / plain:.2f}x the plain transcription, "
+          f"{(diarized - words) / words:.2f}x the word-timed one")
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
 ``serve/metrics`` is below them all: every floor records events through it, and it knows none of them.
 ``serve/diarization`` sits beside the backends: an engine of its own that
-may use core's result types, never the scheduler or the doors.
+may use core's result types and its CPU turns, never the scheduler or the doors.
 
 ``serve/core`` owns the engine interface it calls (``core/engine.py``);
 backends implement it. A module of core that named a backend would tie the

@@ -21,6 +21,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .audio import SAMPLE_RATE
+from .cpu_turns import turn
 from .engine import Decoded, Engine
 from .options import DecodeOptions
 from .results import Segment
@@ -43,13 +44,15 @@ def decode_with_fallback(engine: Engine, windows: Sequence[np.ndarray], options:
                          fallback: Sequence[bool], scores: bool = False,
                          prompts: Optional[Sequence[Optional[str]]] = None) -> list[Decoded]:
     """Decode every window, each again at the next temperature while it needs it (``fallback[i]`` allows it).
-    ``prompts``: each window's own prompt (an engine with ``prompt_per_window``)."""
+    ``prompts``: each window's own prompt (an engine with ``prompt_per_window``). Each engine call holds
+    the engine's device's turn (cpu_turns.py), so a speaker embedder on the CPU runs between calls."""
     best: list[Optional[Decoded]] = [None] * len(windows)
     pending = list(range(len(windows)))
     for n, temperature in enumerate(options.temperatures):
         # Only prompted calls name ``prompts``: engines without ``prompt_per_window`` need not take it.
         per_window = {} if prompts is None else {"prompts": [prompts[i] for i in pending]}
-        decoded = engine.decode([windows[i] for i in pending], options, temperature, scores, **per_window)
+        with turn(engine.device.kind):
+            decoded = engine.decode([windows[i] for i in pending], options, temperature, scores, **per_window)
         last = n == len(options.temperatures) - 1
         retry = []
         for i, d in zip(pending, decoded):

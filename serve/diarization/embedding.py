@@ -44,6 +44,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from ..core import cpu_turns
 from .features import BINS, fbank, frames
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,8 @@ class CamPlusPlus:
     """CAM++ on the CPU or a torch device: windows of audio in, unit-length 192-d embeddings out.
 
     ``cache_dir``: where the CPU's ONNX export is kept and found again (None: exported on every load);
-    ``threads``: onnxruntime's CPU threads (None: its default, every core).
+    ``threads``: onnxruntime's CPU threads (None: its default, every core). On a CPU each forward pass
+    holds the CPU's turn (serve/core/cpu_turns.py).
     """
 
     def __init__(self, device: str = "cpu", folder: Optional[Path] = None, cache_dir: Optional[Path] = None,
@@ -99,14 +101,15 @@ class CamPlusPlus:
         self.device = device
         self._network = _onnx(exported(folder, cache_dir), threads) if device == "cpu" \
             else _traced(_torch_network(folder, device))
-        self._lock = threading.Lock()  # one forward pass at a time: its CPU threads are already all it may use
+        # One forward pass at a time. On a CPU, in turn with the transcription engine's calls (every core each).
+        self._turn = cpu_turns.CPU if device == "cpu" else threading.Lock()
 
     def embed(self, windows: list[np.ndarray]) -> np.ndarray:
         """One unit-length embedding per window of 16 kHz float32 audio (each cut or repeated to ``WINDOW_S``)."""
         out = np.zeros((len(windows), DIMENSION), np.float32)
         for b in range(0, len(windows), BATCH):
             features = fbank(np.stack([fill(w) for w in windows[b:b + BATCH]]))
-            with self._lock:
+            with self._turn:
                 out[b:b + BATCH] = self._network(features)
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return out / np.maximum(norms, 1e-9)

@@ -126,16 +126,13 @@ def choose(setting: str, model_dir: Path, device: str, cache_dir: Optional[Path]
                   "to the model artifact (whisper-artifacts add-diarization)")
 
 
-def speaker_model(device: str, cache_dir: Path, engine_threads: int,
-                  torch_free: bool) -> tuple[str, Path, Optional[int]]:
+def speaker_model(device: str, cache_dir: Path, engine_threads: int) -> tuple[str, Path, Optional[int]]:
     """Where a worker's embedded speaker model runs: (device, cache_dir, CPU threads), for ``choose`` and
-    known speakers alike (``embedding.embedded`` loads it once for these). Beside an engine that does not
-    run on torch (ctranslate2) and takes every core, it gets one thread: with both on every core the two
-    fought, and a 6-minute diarized request's engine calls took 31-195 s instead of a few. Beside a torch
-    engine, as many threads as that engine has (as when the embedder ran on torch's threads too)."""
-    if device != "cpu":
-        return device, cache_dir, None
-    return device, cache_dir, 1 if torch_free else engine_threads
+    known speakers alike (``embedding.embedded`` loads it once for these). On a CPU it gets the engine's
+    threads, every core, and takes turns with the engine's calls (serve/core/cpu_turns.py): side by side,
+    each on every core, the two fought (a 6-minute diarized request's engine calls took 31-195 s), and
+    with the embedder held to one thread a 10-minute diarized request took 28.6-29.4 s, taking turns 24.2-24.4 s."""
+    return device, cache_dir, engine_threads if device == "cpu" else None
 
 
 @functools.lru_cache(maxsize=None)

@@ -203,8 +203,7 @@ def diarization_engine(settings: Settings, runtime: Runtime, options: Options,
 def speaker_model_of(settings: Settings, runtime: Runtime) -> tuple[str, Path, Optional[int]]:
     """Where this worker's embedded speaker model runs (diarization and known speakers share it)."""
     backend = runtime.require_ready()
-    return speaker_model(backend.device.torch_device, settings.cache_dir, backend.device.cpu_threads,
-                         torch_free=backend.name == "ctranslate2")
+    return speaker_model(backend.device.torch_device, settings.cache_dir, backend.device.cpu_threads)
 
 
 def log(record: dict, status: int) -> None:

@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 import pytest
 
-from serve.core import decoding
+from serve.core import cpu_turns, decoding
 from serve.core.engine import Decoded, Device, Engine
 from serve.core.options import DecodeOptions
 from serve.core.results import Segment
@@ -134,3 +134,18 @@ def test_compression_ratio_is_whispers():
     assert decoding.compression_ratio("") == 0.0
     assert decoding.compression_ratio("the cat " * 40) > decoding.COMPRESSION_RATIO_THRESHOLD
     assert decoding.compression_ratio("Please call Stella and ask her to bring these things.") < 1.5
+
+
+@pytest.mark.parametrize("kind, held", [("cpu", True), ("cuda", False)])
+def test_each_engine_call_on_a_cpu_holds_the_cpus_turn(kind, held):
+    """The speaker embedder's forward passes take turns with these calls (cpu_turns.py); a GPU's calls do not."""
+    seen = []
+
+    def answer(i, t):
+        seen.append(cpu_turns.CPU.held)
+        return _decoded(compression_ratio=3.0 if t == 0 else 1.0, temperature=t)
+
+    engine = Scripted(answer)
+    engine.device = Device(kind)
+    decoding.decode_with_fallback(engine, _windows(1), OPTIONS, [True])
+    assert seen == [held, held] and not cpu_turns.CPU.held  # two calls, each in its own turn, and given back

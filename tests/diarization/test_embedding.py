@@ -113,3 +113,13 @@ def test_a_missing_wheel_says_what_to_install(monkeypatch):
 def test_missing_weights_are_named(tmp_path):
     with pytest.raises(EmbeddedModelMissing, match="campplus_cn_en_common.pt"):
         CamPlusPlus(folder=tmp_path)
+
+
+def test_each_forward_pass_on_a_cpu_holds_the_cpus_turn(embedder, monkeypatch):
+    """In turn with the transcription engine's calls (serve/core/cpu_turns.py), never beside them."""
+    from serve.core import cpu_turns
+
+    network, held = embedder._network, []
+    monkeypatch.setattr(embedder, "_network", lambda features: (held.append(cpu_turns.CPU.held), network(features))[1])
+    embedder.embed([np.zeros(WINDOW, np.float32) + 0.01] * (embedding.BATCH + 1))
+    assert held == [True, True] and not cpu_turns.CPU.held

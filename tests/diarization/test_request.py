@@ -160,9 +160,9 @@ def test_choosing_an_engine_says_what_to_add_when_there_is_none(tmp_path, monkey
     assert engine is None and "the embedded model is missing" in reason and "diarization/" in reason
 
 
-def test_the_speaker_model_takes_one_thread_beside_ctranslate2_and_the_engines_beside_torch(tmp_path):
-    assert speaker_model("cpu", tmp_path, 8, torch_free=True) == ("cpu", tmp_path, 1)
-    assert speaker_model("cpu", tmp_path, 8, torch_free=False) == ("cpu", tmp_path, 8)
-    assert speaker_model("cuda:0", tmp_path, 8, torch_free=True) == ("cuda:0", tmp_path, None)
-    engine, _ = choose("embedded", tmp_path, *speaker_model("cpu", tmp_path, 8, torch_free=True))
-    assert (engine.device, engine.cache_dir, engine.threads) == ("cpu", tmp_path, 1)
+def test_the_speaker_model_takes_the_engines_threads_on_a_cpu(tmp_path):
+    """Every core, as the engine has: the two take turns at the CPU (serve/core/cpu_turns.py)."""
+    assert speaker_model("cpu", tmp_path, 8) == ("cpu", tmp_path, 8)
+    assert speaker_model("cuda:0", tmp_path, 8) == ("cuda:0", tmp_path, None)
+    engine, _ = choose("embedded", tmp_path, *speaker_model("cpu", tmp_path, 8))
+    assert (engine.device, engine.cache_dir, engine.threads) == ("cpu", tmp_path, 8)
