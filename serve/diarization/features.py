@@ -61,7 +61,8 @@ def _mel_banks():
 
 
 def fbank(windows: np.ndarray) -> np.ndarray:
-    """(windows, samples) 16 kHz float32 audio in, (windows, frames, 80) float32 features out, each window's mean removed."""
+    """(windows, samples) 16 kHz float32 audio in; (windows, frames, 80) float32 features out, each window's
+    mean removed."""
     from numpy.lib.stride_tricks import sliding_window_view
     from scipy import fft  # numpy's own FFT is 16 times slower on float32 frames
 

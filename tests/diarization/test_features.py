@@ -1,4 +1,4 @@
-"""The numpy filterbank is Kaldi's: checked against kaldi-native-fbank (k2-fsa's C++ port of Kaldi's), window by window."""
+"""The numpy filterbank is Kaldi's: checked window by window against kaldi-native-fbank (k2-fsa's C++ port)."""
 
 from __future__ import annotations
 
