@@ -4,10 +4,13 @@
     python bench/diarization.py --hour           # and a 1-hour stream: time and peak memory
     python bench/diarization.py --cpwer --threads 1   # WER and cpWER of the conversations, real server
     python bench/diarization.py --server-cost 3  # what diarize=true adds to a request on the real server (10 min)
-    python bench/diarization.py --cpwer --threads 1   # instead: speaker-attributed WER through the real server
 
 - **Real speech**: pyannote.audio's sample.wav (30 s, two speakers, its
-  reference RTTM), with the pipeline's own VAD and no speaker count given.
+  reference RTTM), no speaker count given. Every file is diarized as the
+  server does it: the transcription's VAD finds the speech (timed apart,
+  since a request runs it for its transcription anyway) and the request's
+  diarization thread reads those regions (``--own-vad``: the diarizer's own
+  VAD, as a request without ``vad_filter``).
 - **Conversations**: 10 espeak-ng conversations of 2, 3 and 4 voices far
   apart in pitch and rate, turns of 1-15 s, 5-10 minutes each
   (tests/conversations.py). DER with pyannote.metrics (collar 0.25 s, overlap
@@ -56,12 +59,51 @@ PIECE = 16000
 THREADS = {"threads": None}
 """The embedder's CPU threads (``--threads``): every call below loads the same model."""
 
+OWN_VAD = {"on": False}
+"""``--own-vad``: the diarizer finds its own speech instead of reading the transcription VAD's."""
 
-def diarize(audio: np.ndarray, **counts):
-    diarizer = Diarizer(embedded(**THREADS), **counts)
-    for i in range(0, len(audio), PIECE):
-        diarizer.feed(audio[i:i + PIECE])
-    return diarizer.finish()
+
+def model():
+    """The embedded model, loaded once (the same one ``EmbeddedEngine`` finds: the same arguments)."""
+    return embedded("cpu", None, THREADS["threads"])
+
+
+def diarize(path: Path, **counts) -> tuple[list, float, float]:
+    """(turns, diarization seconds, VAD seconds) for the audio file at ``path``, as the server diarizes: the
+    transcription's VAD finds the speech (timed apart: a request runs it for its transcription anyway), and
+    the request's diarization thread reads its regions. With ``--own-vad``, the diarizer's own VAD instead,
+    fed 1 s at a time (what a request without the VAD does): its time is in the diarization's."""
+    import tempfile
+
+    from serve.core.audio import AudioFile, decode_to_file
+    from serve.core.job import Job
+    from serve.core.options import BUILT_IN, Capabilities, SpeakerCounts, TranscribeOptions, resolve
+    from serve.core.segments import windows
+    from serve.diarization.engine import EmbeddedEngine
+    from serve.diarization.request import Diarizing
+
+    if OWN_VAD["on"]:
+        audio = speech.load_pcm(path)
+        start = time.perf_counter()
+        diarizer = Diarizer(model(), **counts)
+        for i in range(0, len(audio), PIECE):
+            diarizer.feed(audio[i:i + PIECE])
+        return diarizer.finish(), time.perf_counter() - start, 0.0
+    capabilities = Capabilities("bench", "tiny.en", True, {n: None for n in TranscribeOptions.names()}, {})
+    options = resolve(TranscribeOptions(diarize=True), BUILT_IN, capabilities)
+    engine = EmbeddedEngine(threads=THREADS["threads"])
+    with tempfile.TemporaryDirectory() as scratch:
+        job = Job(path, Path(scratch), options, speech=True)
+        decode_to_file(path, job.audio)
+        start = time.perf_counter()
+        found: list = []
+        list(windows(job.audio, options, speech=found.extend))
+        vad = time.perf_counter() - start
+        diarizing = Diarizing(job, engine, SpeakerCounts(counts.get("num_speakers")))
+        job.speech.add(found)
+        job.speech.close()
+        turns, _ = diarizing.result(timeout=3600)
+        return turns, diarizing.seconds, vad
 
 
 class PeakRss:
@@ -88,10 +130,7 @@ class PeakRss:
 
 
 def row(name: str, recording: conversations.Recording, seconds: float) -> dict:
-    audio = speech.load_pcm(recording.path)
-    start = time.perf_counter()
-    turns = diarize(audio)
-    took = time.perf_counter() - start
+    turns, took, _ = diarize(recording.path)
     s = conversations.score(recording, turns)
     print(f"| {name} | {seconds / 60:.1f} | {s['speakers']} | {s['found']} | {s['der']:.3f} | {s['der_no_overlap']:.3f} "
           f"| {s['missed']:.3f} / {s['false_alarm']:.3f} / {s['confusion']:.3f} | {took:.1f} |", flush=True)
@@ -130,9 +169,7 @@ def cost(threads: int) -> None:
     recording = conversations.conversation(3, 600, seed=200)
     audio = speech.load_pcm(recording.path)
     with PeakRss() as rss:
-        start = time.perf_counter()
-        diarize(audio)
-        diarizing = time.perf_counter() - start
+        _, diarizing, vad = diarize(recording.path)
     model = WhisperModel(str(embedded_ct2_dir()), device="cpu", compute_type="int8", cpu_threads=threads)
     transcribing = {}
     for beam in (5, 1):  # faster-whisper's default, and the server's (greedy)
@@ -140,7 +177,8 @@ def cost(threads: int) -> None:
         segments, _ = model.transcribe(audio, beam_size=beam, vad_filter=True)
         list(segments)
         transcribing[beam] = time.perf_counter() - start
-    print(f"\n10-minute file ({len(audio) / 16000:.0f} s), {threads} thread(s): diarization {diarizing:.1f} s; "
+    print(f"\n10-minute file ({len(audio) / 16000:.0f} s), {threads} thread(s): diarization {diarizing:.1f} s "
+          f"(and the transcription's VAD {vad:.1f} s); "
           f"transcription with beam 5 {transcribing[5]:.1f} s: {diarizing / transcribing[5]:.2f}x; greedy "
           f"{transcribing[1]:.1f} s: {diarizing / transcribing[1]:.2f}x; RSS {rss.before:.0f} MB before diarizing "
           f"(model loaded, audio in memory), {rss.peak:.0f} MB at most while diarizing")
@@ -150,7 +188,7 @@ def hour() -> None:
     recording = conversations.conversation(4, 3600, seed=300)
     with PeakRss() as rss:
         start = time.perf_counter()
-        diarizer = Diarizer(embedded(**THREADS))
+        diarizer = Diarizer(model())
         with wave.open(str(recording.path)) as w:  # read as it streams: the hour is never in memory at once
             while chunk := w.readframes(PIECE):
                 diarizer.feed(np.frombuffer(chunk, np.int16).astype(np.float32) / 32768)
@@ -248,6 +286,8 @@ def main() -> None:
     parser.add_argument("--cpwer", action="store_true",
                         help="only speaker-attributed WER of the conversations through the real server")
     parser.add_argument("--skip-cost", action="store_true")
+    parser.add_argument("--own-vad", action="store_true",
+                        help="the diarizer's own VAD, as without vad_filter, not the transcription's")
     parser.add_argument("--server-cost", type=int, default=0, metavar="ROUNDS",
                         help="only what diarize=true adds to a request on the real server, over ROUNDS rounds")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
@@ -266,7 +306,8 @@ def main() -> None:
         print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
         return
     THREADS["threads"] = args.threads
-    embedded(**THREADS)  # loaded (exported to onnxruntime) before any clock starts, as a server does at start
+    OWN_VAD["on"] = args.own_vad
+    model()  # loaded (exported to onnxruntime) before any clock starts, as a server does at start
     print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; {args.threads} threads\n")
     accuracy(args.conversations)
     if not args.skip_cost:

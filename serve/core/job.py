@@ -33,6 +33,34 @@ POLL_S = 0.5
 """How often a waiting reader runs its ``poll`` (a client that left is noticed this fast)."""
 
 
+class SpeechFound:
+    """Speech regions (unpadded [start, end) samples), in order, from the job's cutter to one reader."""
+
+    def __init__(self) -> None:
+        self._regions: deque[tuple[int, int]] = deque()
+        self._closed = False
+        self._changed = threading.Condition()
+
+    def add(self, regions: list[tuple[int, int]]) -> None:
+        with self._changed:
+            self._regions.extend(regions)
+            self._changed.notify_all()
+
+    def close(self) -> None:
+        """The cutter has stopped: every region is in (or it stopped early, and the request says why)."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+
+    def take(self, timeout: float) -> tuple[list[tuple[int, int]], bool]:
+        """(the regions added since the last take, waiting up to ``timeout`` for one; whether that was all)."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._regions or self._closed, timeout)
+            regions = list(self._regions)
+            self._regions.clear()
+            return regions, self._closed
+
+
 @dataclass(order=True)
 class Entry:
     """One window of one request, on its way to the engine."""
@@ -51,7 +79,8 @@ class Job:
 
     _ids = itertools.count(1)
 
-    def __init__(self, source: Path, scratch: Path, options: Options, urgent: bool = False):
+    def __init__(self, source: Path, scratch: Path, options: Options, urgent: bool = False,
+                 speech: bool = False):
         self.id = next(self._ids)
         self.source = source
         self.options = options
@@ -65,6 +94,9 @@ class Job:
         """The number of the last engine call this request was the head of. Until its first, just under the
         number of the call in flight when it arrived (``Scheduler.submit``): it goes before the request that
         call served, after every request that has waited longer."""
+        self.speech: Optional[SpeechFound] = SpeechFound() if speech and options.vad_filter else None
+        """With ``speech`` (a diarized request whose engine reads them), the speech regions the cutter's VAD
+        finds, for the diarization's thread: the VAD runs once per request. None without the VAD."""
         self.urgent = urgent
         """A live turn's last pass: the words its speaker is waiting for (``batching.next_call``)."""
         self.language: Optional[str] = options.decode.language

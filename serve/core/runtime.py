@@ -152,13 +152,13 @@ class Runtime:
         raise ModelNotReadyError("the model is still loading; retry when /ping answers 200")
 
     def submit(self, source: Path, scratch: Path, options: TranscribeOptions | Options,
-               continuing: bool = False, urgent: bool = False) -> Job:
+               continuing: bool = False, urgent: bool = False, speech: bool = False) -> Job:
         """Resolve the request's options (once, unless ``resolve`` did) and hand it to the scheduler
-        (``continuing``, ``urgent``: see there)."""
+        (``continuing``, ``urgent``, ``speech``: see there)."""
         self.require_ready()
         assert self.scheduler is not None
         resolved = options if isinstance(options, Options) else self.resolve(options)
-        return self.scheduler.submit(source, scratch, resolved, continuing, urgent)
+        return self.scheduler.submit(source, scratch, resolved, continuing, urgent, speech)
 
     def resolve(self, options: TranscribeOptions) -> Options:
         """``options`` over the server's defaults, checked against the loaded model (raises what it refuses)."""

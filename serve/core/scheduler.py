@@ -104,12 +104,13 @@ class Scheduler:
     # --- requests -----------------------------------------------------------------------------
 
     def submit(self, source: Path, scratch: Path, options: Options, continuing: bool = False,
-               urgent: bool = False) -> Job:
+               urgent: bool = False, speech: bool = False) -> Job:
         """Start decoding ``source`` (it and ``scratch`` must stay until ``Job.release``); returns at once.
 
         ``continuing``: more work of something already served (a live session's last pass), taken while the
-        server drains; the drain's deadline still bounds it. ``urgent``: see ``Job.urgent``."""
-        job = Job(source, scratch, options, urgent)
+        server drains; the drain's deadline still bounds it. ``urgent``: see ``Job.urgent``. ``speech``: the
+        cutter hands its VAD's speech regions to ``Job.speech``."""
+        job = Job(source, scratch, options, urgent, speech)
         with self._cond:
             job.last_turn = self.calls - 0.5
             if self._stopped or (self._closing and not continuing):
@@ -210,7 +211,8 @@ class Scheduler:
 
     def _cut(self, job: Job) -> None:
         try:
-            for k, window in enumerate(windows(job.audio, job.options, lambda: self._vad_slots)):
+            speech = job.speech.add if job.speech is not None else None
+            for k, window in enumerate(windows(job.audio, job.options, lambda: self._vad_slots, speech)):
                 if job.cancelled.is_set() or job.audio.error is not None:
                     break  # given up, or the decoder failed: what is queued is dropped below
                 self._add(job, Entry((k,), window, job))
@@ -220,6 +222,8 @@ class Scheduler:
                                                f"{exc}); nothing was transcribed; send the request again"))
             return
         finally:
+            if job.speech is not None:
+                job.speech.close()
             with self._cond:
                 self._cutters.discard(threading.current_thread())
             job.drop()

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Callable, ContextManager, Iterator
+from typing import Callable, ContextManager, Iterator, Optional
 
 import numpy as np
 
@@ -114,13 +114,15 @@ def join(regions: list[tuple[int, int]], max_gap_s: float) -> Window:
 
 
 def windows(audio: AudioFile, options: Options,
-            vad_slot: Callable[[], ContextManager] = contextlib.nullcontext) -> Iterator[Window]:
+            vad_slot: Callable[[], ContextManager] = contextlib.nullcontext,
+            speech: Optional[Callable[[list[tuple[int, int]]], None]] = None) -> Iterator[Window]:
     """The request's windows in order, yielded as soon as the decoded audio allows.
 
-    ``vad_slot`` is held around each VAD step (the scheduler bounds how many run at once).
+    ``vad_slot`` is held around each VAD step (the scheduler bounds how many run at once). ``speech``, with
+    the VAD, is given the speech regions found, unpadded, in order, as each block's are final.
     """
     if options.vad_filter:
-        yield from _pack(_speech(audio, options.chunk_length_s, vad_slot), options.chunk_length_s)
+        yield from _pack(_speech(audio, options.chunk_length_s, vad_slot, speech), options.chunk_length_s)
     else:
         for start, end in _cuts(audio, options.chunk_length_s):
             yield Window((Piece(start, end, 0),))
@@ -167,17 +169,22 @@ def quietest(audio: np.ndarray, search_s: float) -> int:
     return begin + int(np.argmin(energy)) * frame + frame // 2
 
 
-def _speech(audio: AudioFile, chunk_length_s: float,
-            vad_slot: Callable[[], ContextManager]) -> Iterator[tuple[int, int]]:
+def _speech(audio: AudioFile, chunk_length_s: float, vad_slot: Callable[[], ContextManager],
+            found: Optional[Callable[[list[tuple[int, int]]], None]] = None) -> Iterator[tuple[int, int]]:
     """Silero VAD speech regions (each at most ``chunk_length_s``), found block by block as audio arrives.
 
     A region that touches the end of a block may go on in the next: the next
-    block starts where it started, so it is found whole.
+    block starts where it started, so it is found whole. ``found`` is given
+    each block's regions unpadded, as they are final (a diarized request's
+    speaker embedder reads them: the VAD runs once per request).
     """
     from faster_whisper.vad import VadOptions, get_speech_timestamps
 
-    # faster-whisper's batched pipeline settings: split long speech at short pauses
-    vad = VadOptions(max_speech_duration_s=chunk_length_s, min_silence_duration_ms=160)
+    # faster-whisper's batched pipeline settings: split long speech at short pauses. Found unpadded, then
+    # padded as faster-whisper pads (``pad``): its limit on a region's length counts the padding in.
+    padding = VadOptions().speech_pad_ms * SAMPLE_RATE // 1000
+    vad = VadOptions(max_speech_duration_s=chunk_length_s - 2 * padding / SAMPLE_RATE + _HAIR,
+                     min_silence_duration_ms=160, speech_pad_ms=0)
     block = int(VAD_BLOCK_S * SAMPLE_RATE)
     start = 0
     while True:
@@ -187,14 +194,39 @@ def _speech(audio: AudioFile, chunk_length_s: float,
         end = min(start + block, available)
         last = audio.done and end >= available
         with vad_slot():
-            found = [(start + r["start"], start + r["end"])
-                     for r in get_speech_timestamps(audio.read(start, end), vad)]
-        if not last and found and found[-1][1] >= end - int(vad.speech_pad_ms * SAMPLE_RATE / 1000) \
-                and found[-1][0] > start:
-            resume = found.pop()[0]  # may continue past this block: look again from its start
+            raw = [(start + r["start"], start + r["end"])
+                   for r in get_speech_timestamps(audio.read(start, end), vad)]
+        padded = pad(raw, padding, start, end)
+        if not last and padded and padded[-1][1] >= end - padding and padded[-1][0] > start:
+            resume = padded.pop()[0]  # may continue past this block: look again from its start
+            raw.pop()
         else:
             resume = end
-        yield from found
+        if found is not None and raw:
+            found(raw)
+        yield from padded
         if last:
             return
         start = resume
+
+
+_HAIR = 1e-6 / SAMPLE_RATE
+"""A millionth of a sample, so the float arithmetic of the length limit never lands just under the limit
+faster-whisper computes with the padding (both are compared with whole samples)."""
+
+
+def pad(regions: list[tuple[int, int]], padding: int, start: int, end: int) -> list[tuple[int, int]]:
+    """Speech regions found in [start, end) padded by ``padding`` samples on each side, as faster-whisper
+    pads them: a gap shorter than two paddings is shared at its middle, and nothing goes past the block."""
+    out = [list(r) for r in regions]
+    for i, region in enumerate(out):
+        if i == 0:
+            region[0] = max(start, region[0] - padding)
+        if i + 1 < len(out):
+            gap = out[i + 1][0] - region[1]
+            share = gap // 2 if gap < 2 * padding else padding
+            region[1] += share
+            out[i + 1][0] = max(start, out[i + 1][0] - share)
+        else:
+            region[1] = min(end, region[1] + padding)
+    return [(a, b) for a, b in out]

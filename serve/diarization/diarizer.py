@@ -1,7 +1,8 @@
 """Diarize one stream of audio: speech regions and their embeddings as the audio arrives, speaker turns at the end.
 
 ``Diarizer.feed`` takes 16 kHz float32 audio in pieces of any size: the VAD
-(regions.py) hands over each region of speech once it has ended, and its
+(regions.py) hands over each region of speech once it has ended (or
+``Diarizer.speech`` is given the regions another VAD found), and its
 windows are embedded as soon as a batch of them (``BATCH``, from one region
 or several) is waiting (embedding.py), so only the embeddings and at most a
 batch of windows' audio are kept: 768 bytes per ``STEP_S`` of speech, 2.8 MB
@@ -70,6 +71,10 @@ class Diarizer:
     def feed(self, samples: np.ndarray) -> None:
         for region in self._regions.feed(samples):
             self._add(region)
+
+    def speech(self, start: int, samples: np.ndarray) -> None:
+        """A region of speech found by another VAD (the transcription's), instead of ``feed``."""
+        self._add(Region(start, samples))
 
     def finish(self) -> list[SpeakerTurn]:
         for region in self._regions.finish():

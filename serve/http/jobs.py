@@ -82,7 +82,8 @@ class Transcribing:
             options = runtime.resolve(invocation.options)
             engine = diarization_engine(settings, runtime, options, invocation.stream)
             record["engine_calls_at_submit"] = runtime.scheduler.calls
-            job = runtime.submit(invocation.path, scratch.path, options)
+            job = runtime.submit(invocation.path, scratch.path, options,
+                                 speech=engine is not None and engine.reads_speech)
         except BaseException:
             scratch.close()
             raise
@@ -163,7 +164,7 @@ class Transcribing:
             self.speakers.cancel()  # what raised ends the request: the speakers are no longer needed
             raise
         self.record.update(diarization_seconds=round(self.speakers.seconds or 0.0, 3),
-                           speakers=len({t.speaker for t in turns}))
+                           diarization_vad=self.speakers.vad, speakers=len({t.speaker for t in turns}))
         return labelled(result, turns, names, hide_words=self.job.options.hide_words)
 
     def _finish(self, result: Transcription) -> dict:

@@ -140,10 +140,10 @@ class Run:
                                    on_unhealthy=self.unhealthy.append)
         self.scratch: dict[int, Path] = {}
 
-    def submit(self, path: Path, urgent: bool = False, **options) -> Job:
+    def submit(self, path: Path, urgent: bool = False, speech: bool = False, **options) -> Job:
         scratch = Path(tempfile.mkdtemp(dir=self.folder))
         job = self.scheduler.submit(path, scratch, resolve(TranscribeOptions(**options), TranscribeOptions(),
-                                                           self.engine.capabilities), urgent=urgent)
+                                                           self.engine.capabilities), urgent=urgent, speech=speech)
         self.scratch[job.id] = scratch
         return job
 

@@ -13,6 +13,7 @@ import pytest
 
 from serve.backends.base import Device
 from serve.core.options import DecodeOptions
+from serve.core.segments import windows
 from serve.errors import CancelledError
 from tests import speech
 from tests.conftest import BACKEND_NAMES, MODEL_CACHE
@@ -258,6 +259,19 @@ def test_a_cancelled_request_is_dropped(real, long_clip, run, lane):
     wait_until(lambda: job.audio.done, what="its ffmpeg stopped")
     wait_until(lambda: not any(t.name == f"cut-{job.id}" for t in threading.enumerate()), what="its cutter ended")
     assert len(r.engine.calls) == 1, "the engine went on with a cancelled request"
+
+
+def test_the_cutters_speech_regions_are_handed_on_where_asked_then_closed(real, long_clip, run):
+    """A diarized request's embedder reads the speech the transcription's VAD found (the VAD runs once):
+    every region, unpadded inside the window piece it became, and the hand-over closed once cutting ends."""
+    r = run(Wrapped(real))
+    job = r.submit(long_clip.path, speech=True)
+    plain = r.submit(long_clip.path)
+    job.wait(600), plain.wait(600)
+    regions, closed = job.speech.take(0)
+    assert closed and plain.speech is None
+    pieces = [(p.start, p.end) for window in windows(job.audio, job.options) for p in window.pieces]
+    assert len(regions) == len(pieces) > 5 and all(a <= c < d <= b for (a, b), (c, d) in zip(pieces, regions))
 
 
 def test_a_request_submitted_during_shutdown_is_refused(named_engine, corpus, tmp_path):

@@ -7,7 +7,7 @@ import pytest
 
 from serve.core.audio import SAMPLE_RATE, AudioFile, decode_to_file
 from serve.core.options import BUILT_IN, Capabilities, TranscribeOptions, resolve
-from serve.core.segments import MAX_GAP_S, Piece, Window, join, quietest, windows
+from serve.core.segments import _HAIR, MAX_GAP_S, VAD_BLOCK_S, Piece, Window, join, pad, quietest, windows
 from tests import speech
 
 CAPABILITIES = Capabilities("test", "tiny.en", True, {n: None for n in TranscribeOptions.names()}, {})
@@ -93,3 +93,33 @@ def test_quietest_finds_the_pause():
     noise[quiet_at: quiet_at + SAMPLE_RATE // 5] = 0.0
     cut = quietest(noise, 5.0)
     assert quiet_at <= cut <= quiet_at + SAMPLE_RATE // 5
+
+
+@pytest.mark.parametrize("chunk_length_s", [30.0, 12.5, 8.0])
+def test_speech_found_unpadded_then_padded_is_faster_whispers_own(long_audio, chunk_length_s):
+    """The VAD runs once, unpadded (a diarized request's embedder reads those regions), and the transcription's
+    regions are padded from them: exactly what faster-whisper's padded call gives, both ways of padding a gap
+    included, and the length limit that counts the padding in."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    speech_only = long_audio.read(0, min(long_audio.samples, int(VAD_BLOCK_S * SAMPLE_RATE) - 3 * SAMPLE_RATE))
+    pause = np.zeros(int(1.5 * SAMPLE_RATE), np.float32)  # its own pauses are all shorter than two paddings
+    third = len(speech_only) // 3
+    block = np.concatenate([speech_only[:third], pause, speech_only[third:2 * third], pause, speech_only[2 * third:]])
+    padded = [(r["start"], r["end"]) for r in get_speech_timestamps(
+        block, VadOptions(max_speech_duration_s=chunk_length_s, min_silence_duration_ms=160))]
+    raw = [(r["start"], r["end"]) for r in get_speech_timestamps(
+        block, VadOptions(max_speech_duration_s=chunk_length_s - 0.8 + _HAIR, min_silence_duration_ms=160,
+                          speech_pad_ms=0))]
+    gaps = [b - a for (_, a), (b, _) in zip(raw, raw[1:])]
+    assert min(gaps) < 2 * 6400 < max(gaps), gaps  # shared and whole paddings both happen
+    assert pad(raw, 6400, 0, len(block)) == padded
+
+
+def test_the_speech_found_is_each_region_the_transcription_gets_unpadded(long_audio):
+    found: list[tuple[int, int]] = []
+    ws = list(windows(long_audio, options(chunk_length_s=8.0), speech=found.extend))
+    padded = [(p.start, p.end) for w in ws for p in w.pieces]
+    assert len(found) == len(padded) > 10
+    assert all(a <= c < d <= b for (a, b), (c, d) in zip(padded, found))
+    assert found == sorted(found)

@@ -17,8 +17,10 @@ from serve.core.audio import decode_to_file
 from serve.core.job import Job
 from serve.core.options import BUILT_IN, Capabilities, SpeakerCounts, TranscribeOptions, resolve
 from serve.core.results import Segment, Transcription, Word
+from serve.core.segments import windows
 from serve.diarization.diarizer import SpeakerTurn
 from serve.diarization.engine import DiarizationEngine, choose, speaker_model
+from serve.diarization.regions import PAD_MS
 from serve.diarization.request import Diarizing, labelled
 from serve.errors import InvalidParameterError, RequestTimeoutError, ServiceFaultError
 from tests import speech
@@ -31,12 +33,16 @@ class Recording:
 
     def __init__(self, fail: bool = False, gate: threading.Event | None = None):
         self.fed: list[np.ndarray] = []
+        self.regions: list[tuple[int, np.ndarray]] = []
         self.fail = fail
         self.gate = gate
         self.finished = False
 
     def feed(self, samples):
         self.fed.append(samples)
+
+    def speech(self, start, samples):
+        self.regions.append((start, samples))
 
     def finish(self):
         if self.gate is not None:
@@ -50,17 +56,32 @@ class Recording:
 class Engine(DiarizationEngine):
     name = "stand-in"
 
-    def __init__(self, stream):
+    def __init__(self, stream, reads_speech: bool = False):
         self._stream = stream
+        self.reads_speech = reads_speech
 
     def stream(self, counts):
         return self._stream
 
 
-def job_of(tmp_path, clip) -> Job:
+def job_of(tmp_path, clip, speech: bool = False) -> Job:
     options = resolve(TranscribeOptions(diarize=True), TranscribeOptions(), CAPS)
-    job = Job(clip.path, tmp_path, options)
+    job = Job(clip.path, tmp_path, options, speech=speech)
     return job
+
+
+def cut(job: Job) -> list[tuple[int, int]]:
+    """What the scheduler's cutter does for the job: its windows, its VAD's regions handed on; the regions."""
+    found: list[tuple[int, int]] = []
+
+    def hand_on(regions):
+        found.extend(regions)
+        job.speech.add(regions)
+    try:
+        list(windows(job.audio, job.options, speech=hand_on))
+    finally:
+        job.speech.close()
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +98,67 @@ def test_the_whole_audio_is_fed_as_it_is_decoded_then_turns_come_back(tmp_path, 
     assert [t.speaker for t in turns] == [0, 1] and names == {}
     fed = np.concatenate(stream.fed)
     assert len(fed) == job.audio.samples and np.array_equal(fed, job.audio.read(0, job.audio.samples))
+
+
+def test_with_the_transcriptions_vad_only_its_speech_is_read_padded_a_little(tmp_path):
+    """The VAD runs once: the diarization reads the regions the cutter's VAD found, each padded by 60 ms
+    but never past the middle of a pause, in order, each the audio's own samples, and never the whole audio."""
+    clip = speech.long_clip(0.5)
+    job = job_of(tmp_path, clip, speech=True)
+    stream = Recording()
+    diarizing = Diarizing(job, Engine(stream, reads_speech=True), SpeakerCounts())
+    assert diarizing.vad == "shared"
+    decode_to_file(clip.path, job.audio)
+    found = cut(job)
+    diarizing.result(timeout=60)
+    assert stream.fed == [] and len(stream.regions) == len(found) > 5
+    spans = [(start, start + len(samples)) for start, samples in stream.regions]
+    padding = PAD_MS * 16
+    for (a, b), (c, d) in zip(spans, found):
+        assert a <= c and d <= b and c - a <= padding and b - d <= padding
+    assert all(b1 <= a2 for (_, b1), (a2, _) in zip(spans, spans[1:])), "no audio is read twice"
+    assert [(a, b) for a, b in spans[1:-1]] == [(c - padding, d + padding) for c, d in found[1:-1]]  # pauses > 120 ms
+    assert all(np.array_equal(samples, job.audio.read(start, start + len(samples)))
+               for start, samples in stream.regions)
+
+
+def test_a_pause_shorter_than_two_paddings_is_shared_at_its_middle(tmp_path, clip):
+    job = job_of(tmp_path, clip, speech=True)
+    stream = Recording()
+    diarizing = Diarizing(job, Engine(stream, reads_speech=True), SpeakerCounts())
+    decode_to_file(clip.path, job.audio)
+    end = job.audio.samples
+    job.speech.add([(500, 16000), (17000, 30000)])  # 1000 samples apart: less than 2 x 960
+    job.speech.add([(40000, end - 100)])
+    job.speech.close()
+    diarizing.result(timeout=60)
+    assert [(a, a + len(x)) for a, x in stream.regions] == [(0, 16500), (16500, 30960), (39040, end)]
+
+
+def test_without_the_vad_the_engine_finds_its_own_speech(tmp_path, clip):
+    job = Job(clip.path, tmp_path, resolve(TranscribeOptions(diarize=True, vad_filter=False), TranscribeOptions(),
+                                           CAPS), speech=True)
+    stream = Recording()
+    diarizing = Diarizing(job, Engine(stream, reads_speech=True), SpeakerCounts())
+    assert job.speech is None and diarizing.vad == "own"
+    decode_to_file(clip.path, job.audio)
+    diarizing.result(timeout=60)
+    assert stream.regions == [] and sum(len(f) for f in stream.fed) == job.audio.samples
+
+
+def test_a_cutter_that_never_finishes_does_not_hold_a_cancelled_diarization(tmp_path, clip):
+    """A fault: the VAD's regions stop coming and the cutter never closes them. Cancelling the job (the
+    client left, the deadline passed) still ends the diarization, with no turns."""
+    job = job_of(tmp_path, clip, speech=True)
+    stream = Recording()
+    diarizing = Diarizing(job, Engine(stream, reads_speech=True), SpeakerCounts())
+    decode_to_file(clip.path, job.audio)
+    job.speech.add([(1600, 16000)])
+    time.sleep(0.3)
+    job.cancelled.set()
+    with pytest.raises(ServiceFaultError, match="stopped before the end"):
+        diarizing.result(timeout=10)
+    assert not stream.finished and stream.regions == []  # the region waited for its neighbour, in vain
 
 
 def test_a_failing_diarization_is_a_503_never_a_transcript_without_speakers(tmp_path, clip):

@@ -67,6 +67,9 @@ def test_json_labels_every_segment_and_lists_the_speakers(server, talk):
     assert 0.8 * truth < sum(s["speaking_time"] for s in body["speakers"]) < 1.2 * truth
     scored = conversations.score(talk, turns_of(body["segments"]))
     assert scored["der"] < 0.15, scored
+    logged = [json.loads(x) for x in server.log().splitlines() if x.startswith('{"event": "invocation"')]
+    assert [x.get("diarization_vad") for x in logged if x.get("diarization_seconds") is not None][0] == "shared", \
+        "the diarization reads the transcription VAD's speech: the VAD runs once"
     # the words are the transcription's, untouched by the labels
     plain = answer(server, talk, "diarize=false").json()
     assert speech.normalize(body["text"]) == speech.normalize(plain["text"])
