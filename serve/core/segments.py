@@ -36,6 +36,9 @@ MAX_GAP_S = 1.0
 """A pause inside a window is kept up to this long; Whisper needs some silence to close a segment."""
 CUT_SEARCH_S = 5.0
 """Without the VAD, a window is cut at the quietest 100 ms of its last seconds."""
+_HAIR = 1e-6 / SAMPLE_RATE
+"""A millionth of a sample, so the float arithmetic of the VAD's length limit never lands just under the limit
+faster-whisper computes with the padding (both are compared with whole samples)."""
 
 
 @dataclass(frozen=True)
@@ -208,11 +211,6 @@ def _speech(audio: AudioFile, chunk_length_s: float, vad_slot: Callable[[], Cont
         if last:
             return
         start = resume
-
-
-_HAIR = 1e-6 / SAMPLE_RATE
-"""A millionth of a sample, so the float arithmetic of the length limit never lands just under the limit
-faster-whisper computes with the padding (both are compared with whole samples)."""
 
 
 def pad(regions: list[tuple[int, int]], padding: int, start: int, end: int) -> list[tuple[int, int]]:

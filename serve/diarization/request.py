@@ -31,7 +31,7 @@ from ..errors import RequestTimeoutError, ServiceFaultError
 from .assign import assign, speaking_times
 from .diarizer import SpeakerTurn
 from .engine import DiarizationEngine, Stream
-from .regions import PAD_MS
+from .regions import PAD_MS, SAMPLE_RATE
 
 READ_S = 30.0
 """Audio read per step: each read is this long, or what ffmpeg has written so far."""
@@ -124,7 +124,7 @@ class Diarizing:
     def _read_speech(self, stream: Stream) -> None:
         """The transcription VAD's regions, each padded by ``PAD_MS`` but at most half the pause to its
         neighbours (as the embedded engine's own VAD pads): a region waits for the next one's start."""
-        audio, padding = self.job.audio, PAD_MS * 16
+        audio, padding = self.job.audio, PAD_MS * SAMPLE_RATE // 1000
         waiting: Optional[tuple[int, int]] = None
         floor = 0
         """Where the last region given to the stream ended."""

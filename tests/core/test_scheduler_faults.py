@@ -105,23 +105,28 @@ def test_a_dead_inference_thread_makes_the_engine_unhealthy(real, corpus, run, m
 # --- our side failing is never a shorter transcript ------------------------------------------------------
 
 
-def test_a_cutter_that_raises_fails_its_request_at_once(real, long_clip, run, monkeypatch):
-    """The VAD raising after the first window: a 503, not a transcript of the first window."""
+@pytest.mark.parametrize("speech", [False, True])
+def test_a_cutter_that_raises_fails_its_request_at_once(real, long_clip, run, monkeypatch, speech):
+    """The VAD raising after the first window: a 503, not a transcript of the first window. A diarized
+    request's hand-over of speech regions is closed, so its diarization does not wait on it."""
     real_windows = scheduler_module.windows
 
-    def breaking(audio, options, slot):
-        for k, window in enumerate(real_windows(audio, options, slot)):
+    def breaking(audio, options, slot, speech=None):
+        for k, window in enumerate(real_windows(audio, options, slot, speech)):
             if k == 1:
                 raise RuntimeError("the VAD failed")
             yield window
 
     monkeypatch.setattr(scheduler_module, "windows", breaking)
     r = run(Wrapped(real))
-    job = r.submit(long_clip.path)
+    job = r.submit(long_clip.path, speech=speech)
     result = outcome(job)
     assert isinstance(result, ServiceFaultError) and "the VAD failed" in str(result), result
     wait_until(lambda: job.audio.done, what="the request's ffmpeg stopped")
     assert r.scheduler.health.ok
+    if speech:
+        regions, closed = job.speech.take(0)
+        assert closed and regions, "the first window's regions, then the close"
 
 
 def test_a_decoder_that_cannot_start_fails_its_request_at_once(real, corpus, run, monkeypatch):
