@@ -27,6 +27,7 @@ from ..core.audio import AudioFile
 from ..core.job import POLL_S, Job
 from ..core.options import SpeakerCounts
 from ..core.results import SpeakerTime, Transcription
+from ..core.segments import pad
 from ..errors import RequestTimeoutError, ServiceFaultError
 from .assign import assign, speaking_times
 from .diarizer import SpeakerTurn
@@ -122,23 +123,21 @@ class Diarizing:
                 return
 
     def _read_speech(self, stream: Stream) -> None:
-        """The transcription VAD's regions, each padded by ``PAD_MS`` but at most half the pause to its
-        neighbours (as the embedded engine's own VAD pads): a region waits for the next one's start."""
+        """The transcription VAD's regions, padded as the engine's own VAD pads them (``PAD_MS``, but never
+        past the middle of a pause: ``segments.pad``): the last region waits for the next one's start."""
         audio, padding = self.job.audio, PAD_MS * SAMPLE_RATE // 1000
-        waiting: Optional[tuple[int, int]] = None
+        waiting: list[tuple[int, int]] = []
         floor = 0
         """Where the last region given to the stream ended."""
         done = False
         while not done and not self._stopped:
             regions, done = self.job.speech.take(POLL_S)
-            if done:
-                regions.append((audio.samples + 2 * padding, 0))  # the end: the last region's padding is whole
-            for region in regions:
-                if waiting is not None:
-                    start = max(floor, waiting[0] - padding)
-                    floor = min(waiting[1] + padding, waiting[1] + (region[0] - waiting[1]) // 2, audio.samples)
-                    stream.speech(start, audio.read(start, floor))
-                waiting = region
+            waiting += regions
+            ready = pad(waiting, padding, floor, audio.samples)[:None if done else -1]
+            for start, end in ready:
+                stream.speech(start, audio.read(start, end))
+                floor = end
+            del waiting[:len(ready)]
 
 
 def labelled(t: Transcription, turns: list[SpeakerTurn], names: Mapping[int, str] = {},
